@@ -1,0 +1,6 @@
+"""rear: visual autoregressive image generation with reAR regularization."""
+from rear.config import AlignConfig, GeneratorConfig, generator_preset
+from rear.generator import Generator
+
+__all__ = ["AlignConfig", "Generator", "GeneratorConfig", "generator_preset"]
+__version__ = "0.1.0"

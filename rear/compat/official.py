@@ -1,0 +1,96 @@
+"""Load generators saved by the official reAR release (github QY-H00/reAR).
+
+Its state-dict names are ours, so loading is a key copy; the YAML maps onto GeneratorConfig and the
+over-sized position / step tables set the `extra_*_rows` fields.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from rear.checkpoint import load_state
+from rear.config import AlignConfig, GeneratorConfig
+from rear.generator import Generator
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a plain state dict (read with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickles of arbitrary objects are refused on purpose
+        raise ValueError(f"{path} is not a plain state dict of tensors ({error})") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    return state
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP / torch.compile wrapper prefixes from every key."""
+    cleaned = {}
+    for name, tensor in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            name = name.removeprefix(prefix)
+        cleaned[name] = tensor
+    return cleaned
+
+
+def config_from_official(config_yaml: str | Path, state: dict[str, torch.Tensor]) -> GeneratorConfig:
+    """GeneratorConfig from an official YAML (configs/rear_*.yaml) and the checkpoint's tables."""
+    raw = OmegaConf.load(config_yaml)
+    try:
+        gen, vq = raw.model.generator, raw.model.vq_model
+        width, tokens = int(gen.hidden_size), int(gen.image_seq_len)
+        has_heads = bool(gen.get("transition_alignment", False))
+        align = AlignConfig(
+            encode=has_heads and bool(gen.get("encode_align", True)) and "encode_align_mlp.0.weight" in state,
+            decode=has_heads and bool(gen.get("decode_align", True)) and "decode_align_mlp.0.weight" in state,
+            encode_layer=int(gen.get("encode_align_layer_idx", 0)),
+            decode_layer=int(gen.get("decode_align_layer_idx", 15)),  # the release's default
+            projection_dim=int(gen.get("projection_dim", 2048)),
+            code_dim=int(gen.get("z_dim", 256)),
+            weight=float(gen.get("transition_alignment_weight", 1.0)),
+        )
+        return GeneratorConfig(
+            codebook_size=int(vq.codebook_size),
+            num_classes=int(gen.condition_num_classes),
+            num_tokens=tokens,
+            width=width,
+            depth=int(gen.num_hidden_layers),
+            heads=int(gen.num_attention_heads),
+            mlp_ratio=int(gen.intermediate_size) / width,
+            dropout=float(gen.dropout),
+            attn_dropout=float(gen.attn_drop),
+            extra_position_rows=_rows(state, "pos_embed") - tokens,
+            extra_step_rows=_rows(state, "timesteps_embeddings") - tokens,
+            align=align,
+        ).validate()
+    except (AttributeError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{config_yaml} is not an official reAR config (model.generator / model.vq_model): {error}"
+        ) from error
+
+
+def _rows(state: dict[str, torch.Tensor], name: str) -> int:
+    if name not in state or state[name].dim() != 3:
+        raise ValueError(f"checkpoint has no [1, rows, D] tensor {name!r}; is it a reAR generator?")
+    return state[name].shape[1]
+
+
+def load_official_generator(checkpoint: str | Path, config_yaml: str | Path) -> Generator:
+    """A Generator holding the weights of an official reAR checkpoint and its YAML config."""
+    state = strip_prefixes(read_state_dict(checkpoint))
+    model = Generator(config_from_official(config_yaml, state))
+    load_state(model, state, str(checkpoint))
+    return model

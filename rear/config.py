@@ -1,0 +1,122 @@
+"""Every default in one place: typed configs for the generator and its reAR regularizers.
+
+Configs are plain dataclasses. YAML files and `key=value` overrides are merged onto them with
+OmegaConf's structured mode, which rejects unknown keys and wrong types.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+
+@dataclass
+class AlignConfig:
+    """Codebook-embedding alignment heads (REFERENCE.md section 3)."""
+
+    encode: bool = True  # head on a shallow layer: recover the current token's code vector
+    decode: bool = True  # head on a deep layer: predict the next token's code vector
+    encode_layer: int = 0  # block whose output feeds the encode head
+    decode_layer: int = 18  # block whose output feeds the decode head (3/4 of the depth)
+    projection_dim: int = 2048  # P, hidden width of both heads
+    code_dim: int = 256  # Z, the tokenizer's codebook dimension
+    weight: float = 1.0  # w in  CE + w * (encode + decode)
+
+    @property
+    def enabled(self) -> bool:
+        return self.encode or self.decode
+
+
+@dataclass
+class GeneratorConfig:
+    """The raster-order class-conditional transformer (REFERENCE.md section 1)."""
+
+    codebook_size: int = 1024  # K image codes
+    num_classes: int = 1000  # C classes; label C is the null class
+    num_tokens: int = 256  # N tokens per image, raster order
+    width: int = 768  # D
+    depth: int = 24
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    # The official release sizes the position tables N+1024 rows and the step table N+100 rows.
+    # We keep that layout so weights move between the two code bases by a plain key copy and the
+    # preset parameter counts match the release; the extra rows are never read.
+    extra_position_rows: int = 1024
+    extra_step_rows: int = 100
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the token table: K codes, the mask token, C classes, the null class."""
+        return self.codebook_size + 1 + self.num_classes + 1
+
+    def validate(self) -> "GeneratorConfig":
+        """Raise ValueError naming the first inconsistent field."""
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        for name in ("codebook_size", "num_classes", "num_tokens", "width", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.extra_position_rows < 2 or self.extra_step_rows < 2:
+            raise ValueError("position and step tables need at least 2 rows beyond num_tokens")
+        for name in ("encode_layer", "decode_layer"):
+            layer = getattr(self.align, name)
+            if not 0 <= layer < self.depth:
+                raise ValueError(f"align.{name}={layer} is outside the {self.depth} blocks")
+        return self
+
+
+def _preset(width: int, depth: int, heads: int, **kwargs: Any) -> GeneratorConfig:
+    align = AlignConfig(decode_layer=3 * depth // 4, **kwargs.pop("align", {}))
+    return GeneratorConfig(width=width, depth=depth, heads=heads, align=align, **kwargs)
+
+
+# Official sizes (ImageNet: 1024 codes, 1000 classes, 16x16 tokens) and tiny CPU sizes.
+PRESETS: dict[str, GeneratorConfig] = {
+    "rear-s": _preset(768, 20, 16),
+    "rear-b": _preset(768, 24, 16),
+    "rear-l": _preset(1024, 24, 16),
+    "rear-cpu": _preset(256, 6, 4, align={"projection_dim": 512}),
+    "rear-tiny": _preset(
+        64, 2, 2, extra_position_rows=2, extra_step_rows=2, align={"projection_dim": 64}
+    ),
+}
+
+
+def generator_preset(name: str, **overrides: Any) -> GeneratorConfig:
+    """A preset by name with top-level fields replaced, e.g. codebook_size=512."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    align = overrides.pop("align", None)
+    config = dataclasses.replace(PRESETS[name], **overrides)
+    if align is not None:
+        config.align = dataclasses.replace(config.align, **align)
+    else:
+        config.align = dataclasses.replace(config.align)
+    return config.validate()
+
+
+T = TypeVar("T")
+
+
+def merge(schema: type[T] | T, *sources: Any) -> T:
+    """Dataclass defaults <- dicts / YAML paths / `key=value` lists, unknown keys rejected."""
+    merged = OmegaConf.structured(schema)
+    for source in sources:
+        if isinstance(source, (list, tuple)):
+            layer = OmegaConf.from_dotlist(list(source))
+        elif isinstance(source, str):
+            layer = OmegaConf.load(source)
+        else:
+            layer = OmegaConf.create(source)
+        merged = OmegaConf.merge(merged, layer)
+    return OmegaConf.to_object(merged)
+
+
+def to_dict(config: Any) -> dict:
+    """A plain nested dict of a config dataclass (JSON-ready)."""
+    return dataclasses.asdict(config)

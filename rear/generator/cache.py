@@ -1,0 +1,47 @@
+"""Static key/value cache: allocated once per sampling call, written at explicit positions."""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values of every layer for T positions; the sampler owns it and passes it in.
+
+    k, v: [L, B, H, T, hd]. `positions` are the sequence positions written by the current call.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        batch: int,
+        heads: int,
+        length: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        shape = (depth, batch, heads, length, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # allowed[q, t]: query at position q may attend to key position t (t <= q)
+        self.allowed = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+        self.mask: torch.Tensor | None = None  # [T_new, T] rows of `allowed`, set per call
+        self.positions: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[3]
+
+    def at(self, positions: torch.Tensor) -> None:
+        """Point the next forward pass at sequence `positions` [T_new] (int64)."""
+        self.positions = positions
+        self.mask = self.allowed[positions]  # [T_new, T]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, T_new, hd] at the current positions; return the whole [B, H, T, hd]."""
+        self.k[layer].index_copy_(2, self.positions, k)
+        self.v[layer].index_copy_(2, self.positions, v)
+        return self.k[layer], self.v[layer]

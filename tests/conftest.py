@@ -1,0 +1,30 @@
+"""Shared tiny models: every test runs on the CPU in seconds."""
+import pytest
+import torch
+
+from rear.config import generator_preset
+from rear.generator import Generator
+
+torch.set_num_threads(2)
+
+
+def tiny_config(**overrides):
+    """A 2-block model: 32 codes, 5 classes, 16 tokens, alignment heads into 8 dims."""
+    fields = dict(codebook_size=32, num_classes=5, num_tokens=16, align={"code_dim": 8, "decode_layer": 1})
+    fields.update(overrides)
+    return generator_preset("rear-tiny", **fields)
+
+
+def random_generator(seed: int = 0, std: float = 0.3, **overrides) -> Generator:
+    """A tiny generator whose every weight is random (adaLN-Zero init would make blocks identity)."""
+    torch.manual_seed(seed)
+    model = Generator(tiny_config(**overrides))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model.eval()
+
+
+@pytest.fixture
+def model():
+    return random_generator()

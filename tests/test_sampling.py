@@ -1,0 +1,121 @@
+"""The KV-cache sampler: cache == recompute, CFG schedule, filtering, determinism."""
+import math
+
+import pytest
+import torch
+
+from conftest import random_generator
+from rear.generator.sampling import (
+    cfg_schedule,
+    decode_one,
+    filter_logits,
+    generate_recompute,
+    prefill,
+    start,
+)
+
+
+def test_cached_logits_equal_full_recompute_at_every_step(model):
+    tokens, labels = torch.randint(0, 32, (3, 16)), torch.tensor([0, 5, 0])
+    full = model.logits(tokens, labels)  # [B, N, K]
+    state = start(model, labels)
+    with torch.no_grad():
+        steps = [prefill(model, state)]
+        for i in range(15):
+            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i + 2])))
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
+
+
+def test_cache_is_written_in_place_at_explicit_positions(model):
+    labels = torch.tensor([1, 2])
+    state = start(model, labels)
+    k_buffer = state.cache.k
+    assert state.cache.length == 17  # cls, class, t_0 .. t_14
+    with torch.no_grad():
+        prefill(model, state)
+        assert state.cache.k[:, :, :, 2:].abs().sum() == 0
+        decode_one(model, state, torch.tensor([3, 4]), torch.tensor([2]))
+    assert state.cache.k is k_buffer
+    assert state.cache.k[:, :, :, 2].abs().sum() > 0 and state.cache.k[:, :, :, 3:].abs().sum() == 0
+    assert state.cache.mask.tolist() == [[True] * 3 + [False] * 14]
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 4.0])
+def test_cached_sampler_equals_recompute_sampler(model, cfg_scale):
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    kwargs = dict(cfg_scale=cfg_scale, cfg_power=2.5, temperature=1.3, top_p=0.9)
+    a = model.generate(labels, generator=torch.Generator().manual_seed(3), **kwargs)
+    b = generate_recompute(model, labels, generator=torch.Generator().manual_seed(3), **kwargs)
+    assert torch.equal(a, b)
+
+
+def test_seeded_determinism(model):
+    labels = torch.tensor([0, 1, 2, 3])
+    draw = lambda seed: model.generate(labels, cfg_scale=3.0, cfg_power=1.0, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(draw(7), draw(7))
+    assert not torch.equal(draw(7), draw(8))
+
+
+def test_top_k_1_is_greedy(model):
+    labels = torch.tensor([0, 3])
+    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.logits(tokens, labels).argmax(-1), tokens)
+
+
+def test_cfg_scale_1_is_conditional_sampling(model):
+    """cfg_scale=1 samples from the conditional logits alone, step by step."""
+    labels, seed = torch.tensor([2, 4, 1]), 11
+    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=2.0, generator=torch.Generator().manual_seed(seed))
+    rng = torch.Generator().manual_seed(seed)
+    expected = torch.zeros_like(tokens)
+    for i in range(16):
+        logits = model.logits(expected, labels)[:, i]  # row i sees only tokens < i
+        expected[:, i] = torch.multinomial(logits.softmax(-1), 1, generator=rng)[:, 0]
+    assert torch.equal(tokens, expected)
+
+
+def test_cfg_changes_samples(model):
+    labels = torch.tensor([0, 1, 2, 3])
+    a = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=1)
+    b = model.generate(labels, cfg_scale=8.0, cfg_power=1.0, top_k=1)
+    assert not torch.equal(a, b)
+
+
+def test_cfg_schedule_values():
+    assert cfg_schedule(0, 256, 15.0, 2.5) == 1.0
+    assert math.isclose(cfg_schedule(128, 256, 15.0, 1.0), 8.0)
+    s = (1 - math.cos(math.pi * 0.5**2.5)) / 2
+    assert math.isclose(cfg_schedule(128, 256, 15.0, 2.5), 14 * s + 1)
+    assert math.isclose(cfg_schedule(256, 256, 15.0, 2.5), 15.0)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    keep = lambda x: torch.isfinite(x)[0].tolist()
+    assert keep(filter_logits(logits, top_k=2)) == [True, True, False, False]
+    assert keep(filter_logits(logits, top_p=0.45)) == [True, False, False, False]
+    assert keep(filter_logits(logits, top_p=0.79)) == [True, True, False, False]
+    assert keep(filter_logits(logits, top_p=0.81)) == [True, True, True, False]
+    assert keep(filter_logits(logits, top_p=1.0)) == [True] * 4
+
+
+def test_top_k_really_restricts_samples(model):
+    labels = torch.zeros(64, dtype=torch.long)
+    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=2, generator=torch.Generator().manual_seed(0))
+    first_logits = model.logits(tokens, labels)[:, 0]
+    allowed = first_logits.topk(2, -1).indices
+    assert (tokens[:, 0:1] == allowed).any(-1).all()
+    free = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, generator=torch.Generator().manual_seed(0))
+    assert free[:, 0].unique().numel() > 2
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=0.0), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)])
+def test_bad_sampling_settings_are_refused(model, bad):
+    with pytest.raises(ValueError):
+        model.generate(torch.tensor([0]), cfg_scale=2.0, cfg_power=1.0, **bad)
+
+
+def test_generate_restores_training_mode():
+    model = random_generator().train()
+    model.generate(torch.tensor([0]), cfg_scale=2.0, cfg_power=1.0)
+    assert model.training
