@@ -1,0 +1,3 @@
+from rear.cli import main
+
+main()

@@ -1,0 +1,28 @@
+"""Image grids as PNG files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """images [B, C, H, W] in [0, 1] -> uint8 [B, H, W, C] (C = 1 or 3)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int, padding: int = 2) -> Path:
+    """Tile images [B, C, H, W] in [0, 1] row by row, `columns` per row, and write a PNG."""
+    pixels = to_uint8(images)  # [B, H, W, C]
+    B, H, W, C = pixels.shape
+    rows = -(-B // columns)
+    grid = np.full((rows * (H + padding) + padding, columns * (W + padding) + padding, C), 255, np.uint8)
+    for i, image in enumerate(pixels):
+        top, left = padding + (i // columns) * (H + padding), padding + (i % columns) * (W + padding)
+        grid[top : top + H, left : left + W] = image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if C == 1 else grid).save(path)
+    return path
