@@ -8,6 +8,7 @@ from conftest import random_generator
 from rear.generator.sampling import (
     cfg_schedule,
     decode_one,
+    generate,
     filter_logits,
     generate_recompute,
     prefill,
@@ -119,3 +120,12 @@ def test_generate_restores_training_mode():
     model = random_generator().train()
     model.generate(torch.tensor([0]), cfg_scale=2.0, cfg_power=1.0)
     assert model.training
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_matches_eager(model):
+    """torch.compile(decode_one) (fullgraph, as on GPUs) samples the same tokens as eager."""
+    labels = torch.tensor([0, 1, 2, 3])
+    compiled = torch.compile(decode_one, fullgraph=True)
+    a = generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1, decode=compiled)
+    assert torch.equal(a, generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1))

@@ -24,6 +24,9 @@ class KVCache:
         shape = (depth, batch, heads, length, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # fixed addresses let a compiled decode step (CUDA graphs) update the buffers in place
+        torch._dynamo.mark_static_address(self.k)
+        torch._dynamo.mark_static_address(self.v)
         # allowed[q, t]: query at position q may attend to key position t (t <= q)
         self.allowed = torch.ones(length, length, dtype=torch.bool, device=device).tril()
         self.mask: torch.Tensor | None = None  # [T_new, T] rows of `allowed`, set per call
