@@ -1,0 +1,1 @@
+"""Datasets: Fashion-MNIST, image folders, and the pretokenized store."""

@@ -1,0 +1,96 @@
+"""The tokenizer interface every command uses: images <-> raster token ids <-> codebook vectors.
+
+A VQ tokenizer is an `encoder` (images -> latents [B, Z, h, w]), a codebook `quantize.embedding`
+[K, Z] with nearest-neighbour lookup by squared L2, and a `decoder` (latents -> images). Shapes:
+B batch, C channels, H x W pixels, h x w token grid, N = h * w tokens (raster, row-major), K codes,
+Z code dimension. Images are float in [0, 1].
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+
+def nearest_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """latents [B, Z, h, w], codebook [K, Z] -> ids [B, h*w] of the nearest code (squared L2)."""
+    B = latents.shape[0]
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # [B*h*w, Z]
+    distances = (
+        flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1)[None] - 2 * flat @ codebook.T
+    )  # [B*h*w, K]
+    return distances.argmin(1).view(B, -1)
+
+
+class Codebook(nn.Module):
+    """The K x Z code vectors, stored as `embedding.weight` (the MaskGIT-VQGAN name)."""
+
+    def __init__(self, codebook_size: int, code_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(codebook_size, code_dim)
+
+
+class VQTokenizer(nn.Module):
+    """Base of every tokenizer: subclasses build `encoder`, `decoder` and `quantize`."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+    quantize: Codebook
+    image_size: int  # H = W
+    channels: int  # C
+    grid: tuple[int, int]  # (h, w)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantize.embedding.num_embeddings
+
+    @property
+    def code_dim(self) -> int:
+        return self.quantize.embedding.embedding_dim
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise ValueError unless images are [B, C, H, W] of this tokenizer's size."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"this tokenizer takes images [B, {expected[0]}, {expected[1]}, {expected[2]}] in [0, 1], "
+                f"got {tuple(images.shape)}; resize or crop them first"
+            )
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, C, H, W] in [0, 1] -> token ids [B, N] (raster, row-major)."""
+        self.check_images(images)
+        return nearest_codes(self.encoder(images), self.quantize.embedding.weight)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, N] -> codebook vectors [B, N, Z]."""
+        return self.quantize.embedding(ids)
+
+    def latents(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, N] -> quantized latents [B, Z, h, w]."""
+        h, w = self.grid
+        return self.embed(ids).view(ids.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, N] -> images [B, C, H, W] clamped to [0, 1]."""
+        if ids.dim() != 2 or ids.shape[1] != self.num_tokens:
+            raise ValueError(f"expected token ids [B, {self.num_tokens}], got {tuple(ids.shape)}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(f"token ids must lie in [0, {self.codebook_size - 1}]")
+        return self.decoder(self.latents(ids)).clamp(0, 1)
+
+    def fingerprint(self) -> str:
+        """sha256 over the state dict (names, shapes, bytes): names the exact weights."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
