@@ -1,0 +1,239 @@
+"""The pretokenized store: token ids of every image view, memory-mapped, with a JSON manifest.
+
+Folder layout:  codes.npy  uint16 [capacity, V, N]   (only the first `num_items` rows are valid)
+                labels.npy int32  [capacity]
+                manifest.json     tokenizer identity and fingerprint, grid, views, classes, counts
+Writing goes chunk by chunk; the manifest (rewritten atomically after each chunk) records how far
+it got, so an interrupted run resumes where it stopped. Reading never loads the arrays whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rear.data.fashion_mnist import CLASSES as FASHION_CLASSES
+from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+from rear.data.folder import ImageFolder, warn_skipped
+from rear.tokenizer.base import VQTokenizer
+
+FORMAT, VERSION = "rear-token-store", 1
+CODES, LABELS, MANIFEST = "codes.npy", "labels.npy", "manifest.json"
+TEN_CROP_SCALE = 1.1  # ten crops of S from a center crop of 1.1 S, as in the reAR release
+
+
+# ------------------------------------------------------------------ views
+def flip_views(images: torch.Tensor) -> torch.Tensor:
+    """images [B, C, S, S] -> [B, 2, C, S, S]: as is, mirrored left-right."""
+    return torch.stack([images, images.flip(-1)], dim=1)
+
+
+def ten_crop_views(images: torch.Tensor, size: int) -> torch.Tensor:
+    """images [B, C, L, L] (L > size) -> [B, 10, C, size, size]: 4 corners + center, then mirrored."""
+    L = images.shape[-1]
+    c = (L - size) // 2
+    corners = [(0, 0), (0, L - size), (L - size, 0), (L - size, L - size), (c, c)]
+    crops = torch.stack([images[..., y : y + size, x : x + size] for y, x in corners], dim=1)
+    return torch.cat([crops, crops.flip(-1)], dim=1)
+
+
+# ------------------------------------------------------------------ sources
+@dataclass
+class Source:
+    """Where images come from: a stable identity, item count, class names and a batch reader."""
+
+    identity: str
+    num_items: int
+    class_names: list[str]
+    # (start, stop, size) -> (images [b, C, size, size] in [0, 1], labels [b], unreadable paths)
+    read: Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor, list[str]]]
+
+
+def fashion_mnist_source(split: str, data_dir: str | None = None, channels: int = 1) -> Source:
+    """Fashion-MNIST, 28x28 zero-padded to the tokenizer's size."""
+    images, labels = load_fashion_mnist(split, data_dir)
+
+    def read(start: int, stop: int, size: int):
+        x = to_tensor(images[start:stop], size)
+        return x.expand(-1, channels, -1, -1), torch.from_numpy(labels[start:stop]), []
+
+    return Source(f"fashion-mnist:{split}", len(images), list(FASHION_CLASSES), read)
+
+
+def folder_source(root: str | Path, channels: int = 3, workers: int = 4) -> Source:
+    """An image folder (one sub-folder per class), ADM center crop; unreadable files are reported."""
+    folder = ImageFolder(root, size=0, channels=channels)
+
+    def read(start: int, stop: int, size: int):
+        folder.size = size
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(folder, range(start, stop)),
+            batch_size=stop - start,
+            num_workers=min(workers, os.cpu_count() or 1),
+            collate_fn=list,
+        )
+        items = next(iter(loader))
+        good = [(x, y) for x, y in items if x is not None]
+        skipped = [str(folder.files[start + i][0]) for i, (x, _) in enumerate(items) if x is None]
+        if not good:
+            return torch.empty(0, channels, size, size), torch.empty(0, dtype=torch.long), skipped
+        return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), skipped
+
+    return Source(f"folder:{Path(root).resolve()}", len(folder), folder.classes, read)
+
+
+def open_source(spec: str, channels: int, data_dir: str | None = None) -> Source:
+    """`fashion-mnist:train`, `fashion-mnist:test`, or a path to an image folder."""
+    if spec.startswith("fashion-mnist:"):
+        return fashion_mnist_source(spec.split(":", 1)[1], data_dir, channels)
+    return folder_source(spec, channels)
+
+
+# ------------------------------------------------------------------ writing
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def pretokenize(
+    source: Source,
+    tokenizer: VQTokenizer,
+    out: str | Path,
+    *,
+    tokenizer_path: str,
+    ten_crop: bool = False,
+    batch_size: int = 512,
+    strict: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Encode every image of `source` in 2 (flip) or 10 (ten-crop) views into a store at `out`."""
+    if tokenizer.codebook_size > 2**16:
+        raise ValueError(f"codebook of {tokenizer.codebook_size} codes does not fit uint16 ids")
+    out = Path(out)
+    S = tokenizer.image_size
+    read_size = int(S * TEN_CROP_SCALE) if ten_crop else S
+    views = [f"crop{i}" for i in range(5)] + [f"crop{i}-flip" for i in range(5)] if ten_crop else ["as-is", "flip"]
+    identity = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": source.identity,
+        "tokenizer": {"class": type(tokenizer).__name__, "path": tokenizer_path, "fingerprint": tokenizer.fingerprint()},
+        "codebook_size": tokenizer.codebook_size,
+        "code_dim": tokenizer.code_dim,
+        "grid": list(tokenizer.grid),
+        "num_tokens": tokenizer.num_tokens,
+        "image_size": S,
+        "channels": tokenizer.channels,
+        "views": views,
+        "class_names": source.class_names,
+        "num_classes": len(source.class_names),
+        "capacity": source.num_items,
+    }
+    if (out / MANIFEST).is_file():
+        manifest = json.loads((out / MANIFEST).read_text())
+        if manifest.get("complete"):
+            raise FileExistsError(f"{out} already holds a complete store; remove it or choose another --out")
+        if {k: manifest.get(k) for k in identity} != identity:
+            raise ValueError(f"{out} holds an unfinished store of other settings (source, tokenizer or views); "
+                             "remove it or choose another --out")
+        codes = np.load(out / CODES, mmap_mode="r+")
+        labels = np.load(out / LABELS, mmap_mode="r+")
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not a token store; choose another --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {**identity, "num_items": 0, "cursor": 0, "skipped": [], "complete": False}
+        shape = (source.num_items, len(views), tokenizer.num_tokens)
+        codes = np.lib.format.open_memmap(out / CODES, mode="w+", dtype=np.uint16, shape=shape)
+        labels = np.lib.format.open_memmap(out / LABELS, mode="w+", dtype=np.int32, shape=(source.num_items,))
+        _write_manifest(out, manifest)
+
+    device = next(tokenizer.parameters()).device
+    bar = tqdm(total=source.num_items, initial=manifest["cursor"], unit="img", disable=not progress, desc="pretokenize")
+    while manifest["cursor"] < source.num_items:
+        start = manifest["cursor"]
+        stop = min(start + batch_size, source.num_items)
+        images, batch_labels, skipped = source.read(start, stop, read_size)
+        if skipped and strict:
+            warn_skipped(skipped, strict=True)
+        if len(images):
+            stacked = ten_crop_views(images, S) if ten_crop else flip_views(images)  # [b, V, C, S, S]
+            ids = tokenizer.encode(stacked.flatten(0, 1).to(device)).view(len(images), len(views), -1)
+            n = manifest["num_items"]
+            codes[n : n + len(images)] = ids.cpu().numpy().astype(np.uint16)
+            labels[n : n + len(images)] = batch_labels.numpy()
+            codes.flush()
+            labels.flush()
+        manifest.update(num_items=manifest["num_items"] + len(images), cursor=stop,
+                        skipped=manifest["skipped"] + skipped)
+        _write_manifest(out, manifest)
+        bar.update(stop - start)
+    bar.close()
+    manifest["complete"] = True
+    _write_manifest(out, manifest)
+    warn_skipped(manifest["skipped"], strict=False)
+    return out
+
+
+# ------------------------------------------------------------------ reading
+class TokenStore:
+    """A complete store, memory-mapped: `batch(items, views)` reads only the rows it needs."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / MANIFEST).is_file():
+            raise FileNotFoundError(f"{self.folder} is not a token store (no {MANIFEST}); make one with `rear pretokenize`")
+        self.manifest = json.loads((self.folder / MANIFEST).read_text())
+        if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
+            raise ValueError(f"{self.folder / MANIFEST} is not a {FORMAT} v{VERSION} manifest")
+        if not self.manifest["complete"]:
+            raise ValueError(f"{self.folder} is unfinished; run the same `rear pretokenize` command again to resume it")
+        n = self.manifest["num_items"]
+        self.codes = np.load(self.folder / CODES, mmap_mode="r")[:n]  # [items, V, N] uint16
+        self.labels = np.load(self.folder / LABELS, mmap_mode="r")[:n]  # [items] int32
+        expected = (n, len(self.manifest["views"]), self.manifest["num_tokens"])
+        if self.codes.shape != expected or self.labels.shape != (n,):
+            raise ValueError(f"{self.folder}: arrays {self.codes.shape}, {self.labels.shape} do not match the manifest {expected}")
+
+    def __len__(self) -> int:
+        return self.manifest["num_items"]
+
+    @property
+    def num_views(self) -> int:
+        return len(self.manifest["views"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest["num_classes"]
+
+    def batch(self, items: np.ndarray | torch.Tensor, views: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids [B, N] (int64) and labels [B] of `items` [B] seen through `views` [B]."""
+        items, views = np.asarray(items), np.asarray(views)
+        order = np.argsort(items, kind="stable")  # sorted reads are kinder to the page cache
+        tokens = np.empty((len(items), self.codes.shape[-1]), np.int64)
+        tokens[order] = self.codes[items[order], views[order]]
+        return torch.from_numpy(tokens), torch.from_numpy(self.labels[items].astype(np.int64))
+
+    def check_tokenizer(self, fingerprint: str) -> None:
+        """Refuse a store made by another tokenizer than the one the run names."""
+        made_by = self.manifest["tokenizer"]
+        if made_by["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"{self.folder} was made by tokenizer {made_by['path']} ({made_by['fingerprint'][:12]}), "
+                f"not by the configured one ({fingerprint[:12]}); pretokenize again with the configured tokenizer"
+            )
+
+    def iterate(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch in random order, each item through a random view."""
+        order = torch.randperm(len(self), generator=generator).numpy()
+        for start in range(0, len(order), batch_size):
+            items = order[start : start + batch_size]
+            views = torch.randint(0, self.num_views, (len(items),), generator=generator).numpy()
+            yield self.batch(items, views)
