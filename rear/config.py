@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, Optional, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -68,6 +69,74 @@ class GeneratorConfig:
             if not 0 <= layer < self.depth:
                 raise ValueError(f"align.{name}={layer} is outside the {self.depth} blocks")
         return self
+
+
+class Corruption(Enum):
+    """What a corrupted context position becomes."""
+
+    SWITCH = "switch"  # a uniform random code (it may equal the original)
+    MASK = "mask"  # the mask token K
+
+
+@dataclass
+class NoiseConfig:
+    """Noisy-context regularization (REFERENCE.md section 2); r anneals over optimizer steps."""
+
+    enabled: bool = True
+    corruption: Corruption = Corruption.SWITCH
+    anneal_start: int = 0  # r = 1 up to here
+    anneal_end: int = 187_500  # r falls linearly to 0 here; the rest trains clean
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay (REFERENCE.md section 4)."""
+
+    learning_rate: float = 4e-4
+    end_learning_rate: float = 1e-5
+    warmup_steps: int = 62_500
+    beta1: float = 0.9
+    beta2: float = 0.96
+    weight_decay: float = 0.03  # Linear weights only: not norms, biases, embeddings, tables
+    grad_clip: float = 1.0
+
+
+@dataclass
+class SampleConfig:
+    """Sampling settings (REFERENCE.md section 5)."""
+
+    cfg_scale: float = 15.0
+    cfg_power: float = 2.5
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+
+
+@dataclass
+class TrainConfig:
+    """One training run: `rear train CONFIG.yaml key=value ...` merges onto these defaults."""
+
+    store: str = MISSING  # pretokenized store folder (rear pretokenize)
+    tokenizer: str = MISSING  # the tokenizer that made the store: its codebook vectors are the targets
+    out_dir: str = "runs/train"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    steps: int = 250_000  # optimizer steps
+    batch_size: int = 2048  # global images per optimizer step, over all ranks and micro-batches
+    grad_accumulation: int = 2  # micro-batches per optimizer step on each rank
+    label_dropout: float = 0.1
+    bf16: bool = True  # autocast matmuls to bfloat16
+    ema_decay: float = 0.0  # 0 disables the EMA copy
+    activation_checkpointing: bool = False
+    seed: int = 42
+    threads: int = 0  # CPU threads per rank; 0 keeps torch's default
+    log_every: int = 50
+    sample_every: int = 5_000  # 0: only at the end
+    samples_per_class: int = 4  # 0: no sample grids
+    sample_classes: int = 10  # classes shown in sample grids
+    checkpoint_every: int = 50_000
 
 
 def _preset(width: int, depth: int, heads: int, **kwargs: Any) -> GeneratorConfig:

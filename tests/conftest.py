@@ -1,9 +1,11 @@
 """Shared tiny models: every test runs on the CPU in seconds."""
 import pytest
 import torch
+from torch import nn
 
 from rear.config import generator_preset
 from rear.generator import Generator
+from rear.tokenizer.base import Codebook, VQTokenizer
 
 torch.set_num_threads(2)
 
@@ -28,3 +30,17 @@ def random_generator(seed: int = 0, std: float = 0.3, **overrides) -> Generator:
 @pytest.fixture
 def model():
     return random_generator()
+
+
+class PatchTokenizer(VQTokenizer):
+    """A tiny deterministic tokenizer: 4x4 patches -> 8-dim latents, 16 codes; 8x8 images, 2x2 grid."""
+
+    image_size, grid = 8, (2, 2)
+
+    def __init__(self, channels=1, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.channels = channels
+        self.encoder = nn.Conv2d(channels, 8, 4, stride=4)
+        self.decoder = nn.ConvTranspose2d(8, channels, 4, stride=4)
+        self.quantize = Codebook(16, 8)

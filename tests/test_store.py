@@ -5,25 +5,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from rear.data.folder import ImageFolder, center_crop
 from rear.data.store import Source, TokenStore, flip_views, folder_source, pretokenize, ten_crop_views
-from rear.tokenizer.base import Codebook, VQTokenizer
-
-
-class PatchTokenizer(VQTokenizer):
-    """A tiny deterministic tokenizer: 4x4 patches -> 8-dim latents, 16 codes; 8x8 images."""
-
-    image_size, grid = 8, (2, 2)
-
-    def __init__(self, channels=1, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.channels = channels
-        self.encoder = nn.Conv2d(channels, 8, 4, stride=4)
-        self.decoder = nn.ConvTranspose2d(8, channels, 4, stride=4)
-        self.quantize = Codebook(16, 8)
+from conftest import PatchTokenizer
 
 
 def memory_source(n=10, channels=1, fail_at=None):

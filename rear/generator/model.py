@@ -273,6 +273,16 @@ class Generator(nn.Module):
             align = alignment_loss(encode, decode, code_vectors, context != tokens)
         return {"ce": ce, "align": align, "total": ce + c.align.weight * align}
 
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor,
+        code_vectors: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The training losses: the step DistributedDataParallel wraps."""
+        return self.training_losses(tokens, labels, code_vectors, context)
+
     @torch.no_grad()
     def generate(
         self,

@@ -23,6 +23,16 @@ def nearest_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
     return distances.argmin(1).view(B, -1)
 
 
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class Codebook(nn.Module):
     """The K x Z code vectors, stored as `embedding.weight` (the MaskGIT-VQGAN name)."""
 
@@ -87,10 +97,5 @@ class VQTokenizer(nn.Module):
         return self.decoder(self.latents(ids)).clamp(0, 1)
 
     def fingerprint(self) -> str:
-        """sha256 over the state dict (names, shapes, bytes): names the exact weights."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        """sha256 of the weights: names the exact tokenizer (see `state_fingerprint`)."""
+        return state_fingerprint(self.state_dict())

@@ -1,0 +1,44 @@
+"""Open a tokenizer by what is on disk: a rear tokenizer folder, or the MaskGIT-VQGAN state dict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from rear.checkpoint import WEIGHTS
+from rear.tokenizer.base import VQTokenizer, state_fingerprint
+
+CODEBOOK = "quantize.embedding.weight"
+
+
+def read_tokenizer_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a tokenizer folder (model.safetensors) or of a MaskGIT-VQGAN .bin file."""
+    from rear.compat.official import read_state_dict
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / WEIGHTS).is_file():
+            raise FileNotFoundError(f"{path} has no {WEIGHTS}; train one with `rear tokenizer train`")
+        return load_file(path / WEIGHTS)
+    return read_state_dict(path)
+
+
+def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
+    """(codebook vectors [K, Z], weights fingerprint) without building the tokenizer."""
+    state = read_tokenizer_state(path)
+    if CODEBOOK not in state:
+        raise ValueError(f"{path} has no {CODEBOOK}; is it a VQ tokenizer?")
+    return state[CODEBOOK].float(), state_fingerprint(state)
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTokenizer:
+    """A folder made by `rear tokenizer train`, or `maskgit-vqgan-imagenet-f16-256.bin`."""
+    path = Path(path)
+    if path.is_dir():
+        from rear.tokenizer.conv_vq import load_conv_vq
+
+        return load_conv_vq(path).to(device).eval()
+    from rear.tokenizer.maskgit import load_maskgit_vqgan
+
+    return load_maskgit_vqgan(path, device)

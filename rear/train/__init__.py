@@ -1,0 +1,1 @@
+"""Training: optimizer recipe, deterministic batches, checkpoints, the DDP-ready loop."""

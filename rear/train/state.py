@@ -1,0 +1,58 @@
+"""Training checkpoints: weights (safetensors), generator config, optimizer / RNG / step state.
+
+Folder: model.safetensors + config.json (loadable by rear.checkpoint.load_generator), ema.safetensors
+(optional), train_state.pt (optimizer, step, RNG states; tensors and numbers only, so it reads with
+weights_only=True), train_config.yaml. The whole folder is swapped in atomically.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from rear.checkpoint import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.config import TrainConfig, to_dict
+from rear.generator import Generator
+
+EMA, STATE, RUN_CONFIG = "ema.safetensors", "train_state.pt", "train_config.yaml"
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_training(
+    folder: Path,
+    model: Generator,
+    ema: Generator | None,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    rng_states: list[torch.Tensor],
+    config: TrainConfig,
+) -> None:
+    """Write the checkpoint of `step` completed optimizer steps, replacing `folder` atomically."""
+
+    def build(staging: Path) -> None:
+        save_file(_tensors(model), staging / WEIGHTS)
+        (staging / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
+        if ema is not None:
+            save_file(_tensors(ema), staging / EMA)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states}, staging / STATE)
+        (staging / RUN_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+
+    replace_dir(build, folder)
+
+
+def load_training(
+    folder: Path, model: Generator, ema: Generator | None, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[torch.Tensor]]:
+    """Restore weights and optimizer from `folder`; return (step, per-rank RNG states)."""
+    load_state(model, load_file(folder / WEIGHTS), str(folder / WEIGHTS))
+    if ema is not None:
+        load_state(ema, load_file(folder / EMA), str(folder / EMA))
+    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state["rng"]

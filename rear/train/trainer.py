@@ -1,0 +1,212 @@
+"""The training loop: one process, or one per device under torchrun (DDP).
+
+Each optimizer step draws one deterministic global batch (rear.train.batches), corrupts its context
+and drops labels, splits it over ranks and micro-batches, synchronises gradients once (on the last
+micro-batch), clips, steps AdamW, and updates the optional EMA.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rear.config import TrainConfig
+from rear.data.store import TokenStore
+from rear.generator import Generator
+from rear.generator.model import Block
+from rear.images import save_grid
+from rear.tokenizer.load import load_tokenizer, read_codebook
+from rear.train.batches import global_batch, regularize
+from rear.train.distributed import World, setup, teardown
+from rear.train.optim import learning_rate, make_optimizer
+from rear.train.plots import plot_losses
+from rear.train.state import load_training, save_training
+
+CHECKPOINT, LOG, SAMPLES = "checkpoint", "log.jsonl", "samples"
+
+
+def check_store(store: TokenStore, config: TrainConfig) -> None:
+    """Refuse a store whose codes, grid, classes or code vectors do not fit the generator config."""
+    g, m = config.generator, store.manifest
+    pairs = [("codebook_size", m["codebook_size"], g.codebook_size), ("num_tokens", m["num_tokens"], g.num_tokens),
+             ("num_classes", m["num_classes"], g.num_classes)]
+    if g.align.enabled:
+        pairs.append(("align.code_dim", m["code_dim"], g.align.code_dim))
+    for name, have, want in pairs:
+        if have != want:
+            raise ValueError(f"store {store.folder} has {name}={have} but the config says generator.{name}={want}")
+
+
+def ema_update(ema: Generator, model: Generator, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
+def gather_rng(world: World) -> list[torch.Tensor]:
+    """Every rank's CPU RNG state (dropout draws), for an exact resume."""
+    state = torch.get_rng_state()
+    if world.size == 1:
+        return [state]
+    states = [torch.empty_like(state) for _ in range(world.size)]
+    dist.all_gather(states, state.to(world.device) if world.device.type == "cuda" else state)
+    return [s.cpu() for s in states]
+
+
+class Logger:
+    """JSONL always, TensorBoard when installed; only the main rank writes."""
+
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.enabled, self.path, self.board = enabled, out / LOG, None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                pass
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def sample_grid(model: Generator, tokenizer, config: TrainConfig, path: Path) -> Path:
+    """A class-by-class grid: one row per class, fixed seed so grids compare across steps."""
+    classes = min(config.sample_classes, model.config.num_classes)
+    labels = torch.arange(classes, device=next(model.parameters()).device).repeat_interleave(config.samples_per_class)
+    s = config.sample
+    tokens = model.generate(labels, cfg_scale=s.cfg_scale, cfg_power=s.cfg_power, temperature=s.temperature,
+                            top_k=s.top_k, top_p=s.top_p,
+                            generator=torch.Generator(labels.device).manual_seed(config.seed))
+    return save_grid(tokenizer.decode(tokens).float().cpu(), path, columns=config.samples_per_class)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a training run; returns the final checkpoint folder."""
+    world = setup()
+    try:
+        return _train(config, world, resume, progress)
+    finally:
+        teardown()
+
+
+def _train(config: TrainConfig, world: World, resume: bool, progress: bool) -> Path:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    B, accum = config.batch_size, config.grad_accumulation
+    if B % (world.size * accum):
+        raise ValueError(f"batch_size {B} is not divisible by {world.size} ranks x {accum} micro-batches")
+    micro, per_rank = B // (world.size * accum), B // world.size
+    store = TokenStore(config.store)
+    codebook, fingerprint = read_codebook(config.tokenizer)
+    store.check_tokenizer(fingerprint)
+    check_store(store, config)
+    codebook = codebook.to(world.device)
+    out, device = Path(config.out_dir), world.device
+    checkpoint = out / CHECKPOINT
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = Generator(config.generator).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
+    optimizer = make_optimizer(model, config.optim)
+    torch.manual_seed(config.seed + 1 + world.rank)  # per-rank dropout stream
+    start = 0
+    if resume:
+        if not checkpoint.is_dir():
+            raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
+        start, rng = load_training(checkpoint, model, ema, optimizer)
+        if len(rng) != world.size:
+            raise ValueError(f"{checkpoint} was written by {len(rng)} ranks; resume it with as many")
+        torch.set_rng_state(rng[world.rank])
+    elif checkpoint.exists():
+        raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another out_dir")
+    if config.activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block))
+    net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+    bf16 = config.bf16 and (device.type == "cpu" or torch.cuda.is_bf16_supported())
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SAMPLES).mkdir(exist_ok=True)
+    logger = Logger(out, world.main)
+    tokenizer = None
+
+    def save(step: int) -> None:
+        rng = gather_rng(world)
+        if world.main:
+            save_training(checkpoint, model, ema, optimizer, step, rng, config)
+        if world.size > 1:
+            dist.barrier()
+
+    bar = tqdm(total=config.steps, initial=start, disable=not (progress and world.main), unit="step", desc="train")
+    model.train()
+    for step in range(start, config.steps):
+        began = time.perf_counter()
+        lr = learning_rate(step, config.steps, config.optim)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tokens, labels = global_batch(store, step, B, config.seed)
+        context, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise, config.label_dropout,
+                                            config.generator.codebook_size, model.null_label)
+        mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
+        tokens, context, labels = tokens[mine].to(device), context[mine].to(device), labels[mine].to(device)
+        sums = torch.zeros(3, device=device)
+        for m in range(accum):
+            part = slice(m * micro, (m + 1) * micro)
+            last = m == accum - 1
+            with contextlib.nullcontext() if last or world.size == 1 else net.no_sync():
+                with autocast():
+                    losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part])
+                (losses["total"] / accum).backward()
+            sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema_update(ema, model, config.ema_decay)
+        done = step + 1
+
+        if done % config.log_every == 0 or done == config.steps:
+            if world.size > 1:
+                dist.all_reduce(sums)
+                sums /= world.size
+            seconds = time.perf_counter() - began
+            record = {"step": done, "ce": sums[0].item(), "align": sums[1].item(), "loss": sums[2].item(),
+                      "lr": lr, "noise_ratio": ratio, "grad_norm": grad_norm.item(),
+                      "tokens_per_s": B * config.generator.num_tokens / seconds}
+            logger.log(record)
+            bar.set_postfix(ce=f"{record['ce']:.3f}", align=f"{record['align']:.3f}", lr=f"{lr:.2e}",
+                            r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        bar.update(1)
+        if done % config.checkpoint_every == 0 and done != config.steps:
+            save(done)
+        due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
+        if world.main and config.samples_per_class and due:
+            tokenizer = tokenizer or load_tokenizer(config.tokenizer, device)
+            sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
+    bar.close()
+    save(config.steps)
+    logger.close()
+    if world.main and (out / LOG).is_file():
+        plot_losses(out / LOG, out / "loss.png")
+    return checkpoint

@@ -1,0 +1,240 @@
+"""reAR training: schedule, corruption, alignment positions, the trainer (DDP, resume, atomic saves)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from conftest import PatchTokenizer
+from rear.config import Corruption, NoiseConfig, OptimConfig, TrainConfig, generator_preset, merge
+from rear.data.store import Source, pretokenize
+from rear.generator import Generator
+from rear.regularizers import alignment_loss, corrupt_context, noise_ratio
+from rear.train.batches import regularize
+from rear.train.optim import decay_groups, learning_rate
+from rear.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ the regularizers
+def test_noise_schedule_values():
+    assert noise_ratio(0, 0, 100) == 1.0
+    assert noise_ratio(50, 0, 100) == 0.5
+    assert noise_ratio(100, 0, 100) == 0.0 and noise_ratio(1000, 0, 100) == 0.0
+    assert noise_ratio(10, 20, 120) == 1.0 and noise_ratio(70, 20, 120) == 0.5
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5, 0.0])
+def test_corrupted_fraction_is_half_the_bound(ratio):
+    tokens = torch.randint(0, 64, (4000, 64))
+    context, corrupted = corrupt_context(tokens, ratio, 64, generator=torch.Generator().manual_seed(0))
+    assert abs(corrupted.float().mean().item() - ratio / 2) < 0.01
+    assert torch.equal(context[~corrupted], tokens[~corrupted])
+    # switch mode draws uniform codes: about 1/64 of them equal the original and still count
+    same = (context == tokens)[corrupted].float().mean().item() if ratio else 0.0
+    assert same < 0.03
+    per_sample = corrupted.float().mean(1)
+    if ratio:  # rho ~ U(0, r): per-sample rates spread over [0, r]
+        assert per_sample.max() > 0.9 * ratio and per_sample.min() < 0.1 * ratio
+
+
+def test_mask_mode_writes_the_mask_id():
+    tokens = torch.randint(0, 16, (200, 32))
+    context, corrupted = corrupt_context(tokens, 1.0, 16, mask_id=16, generator=torch.Generator().manual_seed(0))
+    assert corrupted.any() and (context[corrupted] == 16).all() and (context[~corrupted] < 16).all()
+
+
+def test_regularize_touches_only_image_tokens_and_drops_labels():
+    tokens, labels = torch.randint(0, 16, (512, 4)), torch.randint(0, 5, (512,))
+    noise = NoiseConfig(corruption=Corruption.MASK, anneal_end=100)
+    context, kept, ratio = regularize(tokens, labels, 0, 0, noise, label_dropout=0.0, codebook_size=16, null_label=5)
+    assert ratio == 1.0 and context.shape == tokens.shape and torch.equal(kept, labels)
+    _, dropped, _ = regularize(tokens, labels, 0, 0, noise, label_dropout=0.25, codebook_size=16, null_label=5)
+    assert abs((dropped == 5).float().mean().item() - 0.25) < 0.06
+    off = NoiseConfig(enabled=False)
+    context, _, ratio = regularize(tokens, labels, 0, 0, off, 0.0, 16, 5)
+    assert ratio == 0.0 and torch.equal(context, tokens)
+
+
+def test_alignment_positions_on_a_hand_built_model():
+    """One-hot embeddings and identity blocks: the encode head must see t_i, the decode head t_{i-1}."""
+    K, N, C = 8, 8, 2
+    V = K + 1 + C + 1  # one-hot embeddings need D = V
+    config = generator_preset("rear-tiny", codebook_size=K, num_classes=C, num_tokens=N, width=V, heads=2,
+                              align={"code_dim": V, "decode_layer": 1})
+    model = Generator(config).eval()  # adaLN-Zero: every block is the identity
+    with torch.no_grad():
+        model.embeddings.weight.copy_(torch.eye(V))
+        model.pos_embed.zero_()
+        model.target_aware_pos_embed.zero_()
+    encode, decode = nn.Linear(V, V, bias=False), nn.Linear(V, V, bias=False)
+    with torch.no_grad():
+        encode.weight.copy_(torch.eye(V))
+        decode.weight.zero_()
+        for j in range(N - 1):
+            decode.weight[j + 1, j] = 1  # the state holding t_{i-1} = i-1 points at t_i = i
+        decode.weight[0, K + 1 + 1] = 1  # the class position (label 1) points at t_0
+    model.encode_align_mlp, model.decode_align_mlp = encode, decode
+    tokens, labels = torch.arange(N)[None], torch.tensor([1])
+    code_vectors = torch.eye(V)[tokens]  # e(x_i) = one-hot(i)
+    losses = model.training_losses(tokens, labels, code_vectors)
+    assert torch.allclose(losses["align"], torch.tensor(-2.0))
+    context = tokens.clone()
+    context[0, 3] = 5  # corrupted input: its encode term is zeroed but still counted in the mean,
+    losses = model.training_losses(tokens, labels, code_vectors, context)  # and the decode head
+    assert torch.allclose(losses["align"], torch.tensor(-2 * (N - 1) / N))  # reading it misses t_4
+
+
+def test_alignment_loss_formula():
+    e, enc, dec = torch.randn(2, 5, 3), torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[0, 1] = True
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1)  # noqa: E731
+    expected = -(cos(enc, e) * (~mask)).sum() / 10 - cos(dec, e).mean()
+    assert torch.allclose(alignment_loss(enc, dec, e, mask), expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the recipe
+def test_decay_groups_cover_linear_weights_only():
+    model = Generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4))
+    decayed, plain = decay_groups(model, 0.03)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and p.dim() == 2 for p in decayed["params"])
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert {"embeddings.weight", "pos_embed", "cls_token", "timesteps_embeddings", "blocks.0.norm1.weight",
+            "blocks.0.attn.qkv.bias", "blocks.0.attn.q_norm.weight"} <= plain_names
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_learning_rate_warmup_and_cosine():
+    c = OptimConfig(learning_rate=1e-3, end_learning_rate=1e-5, warmup_steps=10)
+    assert learning_rate(0, 100, c) == pytest.approx(1e-4)
+    assert learning_rate(9, 100, c) == pytest.approx(1e-3)
+    assert learning_rate(55, 100, c) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(100, 100, c) == pytest.approx(1e-5)
+
+
+# ------------------------------------------------------------------ the trainer
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny tokenizer folder and a 64-item store of 2x2 tokens over 3 classes."""
+    root = tmp_path_factory.mktemp("run")
+    tokenizer = PatchTokenizer()
+    (root / "tok").mkdir()
+    save_file({k: v.contiguous() for k, v in tokenizer.state_dict().items()}, root / "tok" / "model.safetensors")
+    torch.manual_seed(0)
+    images, labels = torch.rand(64, 1, 8, 8), torch.arange(64) % 3
+    source = Source("memory:train", 64, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], []))
+    pretokenize(source, tokenizer, root / "store", tokenizer_path=str(root / "tok"), progress=False)
+    return root
+
+
+def tiny_run(workspace, out, *overrides):
+    return merge(TrainConfig, {
+        "store": str(workspace / "store"), "tokenizer": str(workspace / "tok"), "out_dir": str(out),
+        "generator": {"codebook_size": 16, "num_classes": 3, "num_tokens": 4, "width": 32, "depth": 2, "heads": 2,
+                      "extra_position_rows": 2, "extra_step_rows": 2,
+                      "align": {"code_dim": 8, "decode_layer": 1, "projection_dim": 16}},
+        "noise": {"anneal_end": 6}, "optim": {"warmup_steps": 2, "learning_rate": 1e-3},
+        "steps": 6, "batch_size": 8, "grad_accumulation": 2, "bf16": False, "log_every": 1,
+        "samples_per_class": 0, "checkpoint_every": 1000, "threads": 1,
+    }, list(overrides))
+
+
+def weights(folder):
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def test_resume_is_exact(workspace, tmp_path):
+    straight = train(tiny_run(workspace, tmp_path / "a"), progress=False)
+    train(tiny_run(workspace, tmp_path / "b", "steps=3"), progress=False)
+    resumed = train(tiny_run(workspace, tmp_path / "b"), resume=True, progress=False)
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 6
+    assert (tmp_path / "a" / "loss.png").is_file()
+
+
+def test_existing_run_is_not_overwritten(workspace, tmp_path):
+    train(tiny_run(workspace, tmp_path / "a", "steps=1"), progress=False)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(tiny_run(workspace, tmp_path / "a", "steps=1"), progress=False)
+
+
+def test_crash_during_a_save_keeps_the_last_checkpoint(workspace, tmp_path, monkeypatch):
+    checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=2"), progress=False)
+    before = weights(checkpoint)
+    import rear.train.state as state
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(state, "save_file", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tiny_run(workspace, tmp_path / "a", "steps=4"), resume=True, progress=False)
+    after = weights(checkpoint)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")) == []
+
+
+def test_loss_decreases_on_a_tiny_overfit_run(workspace, tmp_path):
+    train(tiny_run(workspace, tmp_path / "a", "steps=60", "noise.enabled=false", "label_dropout=0",
+                   "generator.dropout=0", "generator.attn_dropout=0", "optim.warmup_steps=5"), progress=False)
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["ce"] < 0.6 * records[0]["ce"]
+    assert records[-1]["align"] < records[0]["align"] - 0.1
+
+
+@pytest.mark.parametrize("noise, align, expect_noise, expect_align", [
+    ("false", "false", False, False), ("true", "false", True, False), ("false", "true", False, True), ("true", "true", True, True),
+])
+def test_the_four_arms(workspace, tmp_path, noise, align, expect_noise, expect_align):
+    train(tiny_run(workspace, tmp_path / "a", "steps=2", f"noise.enabled={noise}",
+                   f"generator.align.encode={align}", f"generator.align.decode={align}"), progress=False)
+    import json
+
+    record = json.loads((tmp_path / "a" / "log.jsonl").read_text().splitlines()[0])
+    assert (record["noise_ratio"] > 0) == expect_noise
+    assert (record["align"] != 0) == expect_align
+    assert any(k.startswith("encode_align_mlp") for k in weights(tmp_path / "a" / "checkpoint")) == expect_align
+
+
+def test_store_of_another_tokenizer_is_refused(workspace, tmp_path):
+    other = PatchTokenizer(seed=5)
+    (tmp_path / "tok").mkdir()
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / "tok" / "model.safetensors")
+    with pytest.raises(ValueError, match="was made by tokenizer"):
+        train(tiny_run(workspace, tmp_path / "a", f"tokenizer={tmp_path / 'tok'}"), progress=False)
+
+
+def test_store_that_does_not_fit_the_generator_is_refused(workspace, tmp_path):
+    with pytest.raises(ValueError, match="codebook_size=16 but the config says generator.codebook_size=32"):
+        train(tiny_run(workspace, tmp_path / "a", "generator.codebook_size=32"), progress=False)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(workspace, tmp_path):
+    """torchrun, 2 gloo ranks x batch 4 == 1 process x batch 8 (dropout off; noise and label dropout on)."""
+    overrides = ["generator.dropout=0", "generator.attn_dropout=0", "steps=3"]
+    single = train(tiny_run(workspace, tmp_path / "one", *overrides), progress=False)
+    config = tiny_run(workspace, tmp_path / "two", *overrides)
+    from omegaconf import OmegaConf
+
+    (tmp_path / "two.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "rear", "train", str(tmp_path / "two.yaml")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = weights(single), weights(tmp_path / "two" / "checkpoint")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
