@@ -24,6 +24,7 @@ def make_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
         decay_groups(model, config.weight_decay),
         lr=config.learning_rate,
         betas=(config.beta1, config.beta2),
+        fused=True,  # one kernel over all tensors, on CPU and CUDA alike
     )
 
 

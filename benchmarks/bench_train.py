@@ -1,0 +1,87 @@
+"""Training-step speed: forward + backward + AdamW with the reAR loss (noisy context + alignment).
+
+CPU (the issue's setting):  python benchmarks/bench_train.py
+GPU:                        python benchmarks/bench_train.py --preset rear-b --codes 1024 --classes 1000 \
+                                --tokens 256 --batch 64 --device cuda
+
+Prints tokens/s, the achieved FLOP/s as a fraction of the measured matmul peak (training FLOPs taken
+as 3x the forward matmul FLOPs) and peak memory (max RSS on CPU, max allocated on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+
+import torch
+import torch.nn.functional as F
+
+from bench_sampling import matmul_peak, seconds
+from rear.config import OptimConfig, generator_preset
+from rear.generator import Generator
+from rear.regularizers import corrupt_context
+from rear.train.optim import make_optimizer
+
+
+def forward_flops_per_token(model: Generator) -> float:
+    """Matmul FLOPs of one training position: blocks, adaLN, head, alignment heads, attention."""
+    c = model.config
+    D, hidden, T = c.width, int(c.width * c.mlp_ratio), c.num_tokens + 2
+    flops = c.depth * 2 * (3 * D * D + D * D + 2 * D * hidden + 6 * D * D + 2 * T * D)
+    flops += 2 * (2 * D * D + D * c.codebook_size)
+    a = c.align
+    heads = int(a.encode) + int(a.decode)
+    flops += heads * 2 * (D * a.projection_dim + a.projection_dim**2 + a.projection_dim * a.code_dim)
+    return flops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="rear-cpu")
+    parser.add_argument("--codes", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--code-dim", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
+                              num_tokens=args.tokens, align={"code_dim": args.code_dim})
+    model = Generator(config).to(device).train()
+    optimizer = make_optimizer(model, OptimConfig())
+    codebook = torch.randn(args.codes, args.code_dim, device=device)
+    tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    context, _ = corrupt_context(tokens, 0.5, args.codes)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_bf16):
+            losses = model(tokens, labels, F.embedding(tokens, codebook), context)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    dtype = torch.float32 if args.no_bf16 else torch.bfloat16
+    peak = matmul_peak(device, dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = seconds(step, device, args.repeats)
+    memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    tokens_per_step = args.batch * (args.tokens + 2)
+    flops = 3 * forward_flops_per_token(model) * tokens_per_step
+    print(f"device {device} {'float32' if args.no_bf16 else 'bf16 autocast'}  preset {args.preset}  width {config.width} "
+          f"depth {config.depth} heads {config.heads}  tokens {args.tokens}  codes {args.codes}  batch {args.batch}")
+    print(f"matmul peak ({dtype})   {peak / 1e9:9.1f} GFLOP/s")
+    print(f"training step            {t * 1e3:9.1f} ms   {args.batch * args.tokens / t:9.0f} tokens/s   "
+          f"{flops / t / 1e9:7.1f} GFLOP/s ({flops / t / peak:.1%} of peak)")
+    print(f"peak memory              {memory / 2**20:9.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
