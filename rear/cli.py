@@ -11,8 +11,22 @@ import torch
 def cmd_demo(args: argparse.Namespace) -> None:
     from rear.demo import run_demo
 
-    path = run_demo(Path(args.out), samples_per_class=args.per_class, seed=args.seed)
-    print(f"sample grid: {path}")
+    for path in (args.tokenizer_config, args.config):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config {path} not found; run from the repository root or pass its path")
+    run_demo(args.tokenizer_config, args.config, Path(args.root), args.data_dir)
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from rear.config import TokenizerTrainConfig, merge
+    from rear.tokenizer.train import source_images, train_tokenizer
+
+    config = merge(TokenizerTrainConfig, args.config, args.overrides)
+    if Path(config.out).exists() and not args.force:
+        raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
+    train_images, heldout = source_images(args.source, config)
+    metrics = train_tokenizer(config, train_images, heldout)
+    print(f"tokenizer: {config.out}  held-out PSNR {metrics['psnr']:.2f} dB  codebook usage {metrics['usage']:.1%}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -77,16 +91,160 @@ def cmd_preview(args: argparse.Namespace) -> None:
     print(f"decoded {count} items x {store.num_views} views (one row per view): {path}")
 
 
+def _sample_config(args: argparse.Namespace):
+    from rear.config import SampleConfig
+
+    return SampleConfig(cfg_scale=args.cfg_scale, cfg_power=args.cfg_power, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p)
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    from rear.config import SampleConfig
+
+    d = SampleConfig()
+    parser.add_argument("--cfg-scale", type=float, default=d.cfg_scale, help="guidance g (1 = none; default %(default)s)")
+    parser.add_argument("--cfg-power", type=float, default=d.cfg_power, help="power of the cosine schedule (default %(default)s)")
+    parser.add_argument("--temperature", type=float, default=d.temperature)
+    parser.add_argument("--top-k", type=int, default=d.top_k)
+    parser.add_argument("--top-p", type=float, default=d.top_p)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from rear.checkpoint import load_generator
+    from rear.evaluation.samples import write_samples
+    from rear.tokenizer.load import load_tokenizer
+    from rear.train.distributed import setup, teardown
+
+    world = setup()
+    try:
+        model = load_generator(args.checkpoint, world.device).eval()
+        tokenizer = load_tokenizer(args.tokenizer, world.device)
+        path = write_samples(model, tokenizer, args.out, args.num_samples, _sample_config(args),
+                             batch_size=args.batch_size, seed=args.seed, world=world,
+                             provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)})
+    finally:
+        teardown()
+    if world.main:
+        print(f"samples: {path}")
+
+
+def _reference_images(spec: str, size: int, data_dir: str | None):
+    """uint8 [n, S, S, 3] images of a dataset split (fashion-mnist:test), a folder, or an .npz."""
+    from rear.evaluation.evaluate import load_images
+    from rear.images import to_uint8
+
+    if spec.startswith("fashion-mnist:"):
+        from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+
+        images = to_uint8(to_tensor(load_fashion_mnist(spec.split(":", 1)[1], data_dir)[0], size))
+        return images.repeat(3, axis=-1)
+    return load_images(spec)[0]
+
+
+def cmd_eval_classifier(args: argparse.Namespace) -> None:
+    from rear.config import ClassifierConfig, merge
+    from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+    from rear.evaluation.classifier import train_classifier
+
+    config = merge(ClassifierConfig, args.overrides)
+    split = lambda name: tuple(  # noqa: E731
+        f(x) for f, x in zip((lambda i: to_tensor(i, config.image_size), torch.from_numpy), load_fashion_mnist(name, args.data_dir)))
+    metrics = train_classifier(config, split("train"), split("test"), args.out)
+    print(f"classifier: {args.out}  test accuracy {metrics['test_accuracy']:.2%}")
+
+
+def cmd_eval_stats(args: argparse.Namespace) -> None:
+    from rear.evaluation.classifier import load_classifier
+    from rear.evaluation.evaluate import save_reference, to_classifier_input
+
+    classifier = load_classifier(args.classifier)
+    images = _reference_images(args.source, classifier.config.image_size, args.data_dir)
+    path = save_reference(args.out, classifier.embed(to_classifier_input(images, classifier)), classifier.config.image_size)
+    print(f"reference statistics of {len(images)} images: {path}")
+
+
+def cmd_eval_score(args: argparse.Namespace) -> None:
+    import json
+
+    from rear.evaluation.classifier import load_classifier
+    from rear.evaluation.evaluate import (load_images, load_reference, reference_statistics, score,
+                                          to_classifier_input, write_metrics)
+
+    classifier = load_classifier(args.classifier)
+    images, labels = load_images(args.samples)
+    features = classifier.embed(to_classifier_input(images, classifier))
+    if args.reference.endswith(".npz") and Path(args.reference).is_file() and "mu" in load_reference(args.reference):
+        reference = load_reference(args.reference)
+        if int(reference["image_size"]) != images.shape[1]:
+            raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
+    else:
+        ref_images = _reference_images(args.reference, classifier.config.image_size, args.data_dir)
+        reference = reference_statistics(classifier.embed(to_classifier_input(ref_images, classifier)))
+    metrics = {**score(features, reference, labels), "samples": str(args.samples), "reference": args.reference}
+    out = Path(args.out or Path(args.samples).with_name("metrics.json"))
+    write_metrics(metrics, out)
+    print(json.dumps(metrics, indent=2))
+    print(f"metrics: {out}")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    import json
+
+    from rear.checkpoint import load_generator
+    from rear.data.store import TokenStore
+    from rear.evaluation import diagnose as d
+    from rear.tokenizer.load import load_tokenizer, read_codebook
+
+    model = load_generator(args.checkpoint).eval()
+    tokenizer = load_tokenizer(args.tokenizer)
+    store = TokenStore(args.heldout)
+    store.check_tokenizer(tokenizer.fingerprint())
+    tokens, labels = d.heldout_tokens(store, args.count)
+    C = model.config.num_classes
+    results = {
+        "retokenization_consistency": d.retokenization_consistency(
+            model, tokenizer, torch.arange(args.samples) % C, _sample_config(args), args.seed),
+        "correct_token_ratio_clean": d.token_accuracy(model, tokens, labels, 0.0, args.seed),
+        f"correct_token_ratio_noisy_r{args.noise}": d.token_accuracy(model, tokens, labels, args.noise, args.seed),
+    }
+    if model.decode_align_mlp is not None:
+        results["decode_head_cosine"] = d.decode_cosine(model, tokens, labels, read_codebook(args.tokenizer)[0])
+    if args.classifier:
+        from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+        from rear.evaluation.classifier import load_classifier
+
+        images = to_tensor(load_fashion_mnist("test", args.data_dir)[0][: args.count], tokenizer.image_size)
+        results["tokenizer_ceiling_fid"] = d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images)
+    print(json.dumps(results, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rear", description="Visual autoregressive generation with reAR.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="sample a class-by-class PNG grid on the embedded default",
-                               description="Sample a class-by-class PNG grid from a small generator.")
-    demo.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--per-class", type=int, default=8, help="samples per class (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = commands.add_parser(
+        "demo", help="the main job on Fashion-MNIST: tokenizer, token store, reAR generator, samples",
+        description="Train the small tokenizer (or reuse the one trained before), pretokenize Fashion-MNIST, "
+        "train a reAR generator, and save a class-by-class sample grid and a loss curve.")
+    demo.add_argument("--root", default="runs/demo", help="working folder (default: %(default)s)")
+    demo.add_argument("--tokenizer-config", default="configs/fmnist/tokenizer_demo.yaml")
+    demo.add_argument("--config", default="configs/fmnist/demo.yaml", help="generator training config")
+    demo.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
     demo.set_defaults(func=cmd_demo)
+
+    tokenizer = commands.add_parser("tokenizer", help="tokenizer commands (train)",
+                                    description="Tokenizer commands.")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")
+    tok_train = tokenizer_commands.add_parser(
+        "train", help="train a small convolutional VQ tokenizer",
+        description="Train a convolutional VQ tokenizer (EMA codebook with dead-code restarts) and save it "
+        "as a folder (model.safetensors + config.json + metrics.json); reports held-out PSNR and codebook usage.")
+    tok_train.add_argument("config", help="YAML config, e.g. configs/fmnist/tokenizer.yaml")
+    tok_train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=1000 out=runs/tok")
+    tok_train.add_argument("--source", default="fashion-mnist",
+                           help="fashion-mnist (train split; test held out) or an image folder (10%% held out)")
+    tok_train.add_argument("--force", action="store_true", help="replace an existing output folder")
+    tok_train.set_defaults(func=cmd_tokenizer_train)
 
     info = commands.add_parser("info", help="list generator presets and their parameter counts",
                                description="List generator presets and their parameter counts.")
@@ -132,6 +290,62 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--count", type=int, default=8, help="items to show (default: %(default)s)")
     preview.add_argument("--tokenizer", help="tokenizer (default: the one named in the manifest)")
     preview.set_defaults(func=cmd_preview)
+
+    sample = commands.add_parser(
+        "sample", help="write class-balanced samples as PNGs and an ADM .npz (resumable, torchrun-aware)",
+        description="Sample exactly n/C images per class into OUT/png and OUT/samples.npz (arr_0 uint8 [n,H,W,3]); "
+        "settings are recorded in OUT/settings.json; rerunning resumes.")
+    sample.add_argument("checkpoint", help="generator checkpoint folder")
+    sample.add_argument("--tokenizer", required=True)
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--num-samples", type=int, required=True)
+    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    _add_sampling_flags(sample)
+    sample.set_defaults(func=cmd_sample)
+
+    evaluation = commands.add_parser("eval", help="score samples (score), reference statistics (stats), "
+                                     "the domain classifier (train-classifier)", description="Evaluation commands.")
+    eval_commands = evaluation.add_subparsers(dest="eval_command", required=True, metavar="COMMAND")
+    score = eval_commands.add_parser(
+        "score", help="FID, sFID, IS, precision/recall and class accuracy of samples",
+        description="Score a sample .npz or image folder against a reference (a dataset split such as "
+        "fashion-mnist:test, an image folder, or saved statistics from `rear eval stats`); prints and saves JSON.")
+    score.add_argument("samples", help="samples.npz or a folder of images")
+    score.add_argument("--reference", required=True)
+    score.add_argument("--classifier", required=True, help="folder from `rear eval train-classifier`")
+    score.add_argument("--out", help="metrics JSON (default: metrics.json beside the samples)")
+    score.add_argument("--data-dir")
+    score.set_defaults(func=cmd_eval_score)
+    stats = eval_commands.add_parser("stats", help="save reference statistics of a dataset",
+                                     description="Compute and save reference statistics (.npz) of a dataset split, folder or .npz.")
+    stats.add_argument("source", help="fashion-mnist:test, an image folder, or an .npz")
+    stats.add_argument("--classifier", required=True)
+    stats.add_argument("--out", required=True)
+    stats.add_argument("--data-dir")
+    stats.set_defaults(func=cmd_eval_stats)
+    clf = eval_commands.add_parser("train-classifier", help="train the Fashion-MNIST domain classifier",
+                                   description="Train the domain classifier whose features replace InceptionV3 on small data.")
+    clf.add_argument("overrides", nargs="*", help="key=value overrides of ClassifierConfig")
+    clf.add_argument("--out", default="runs/classifier")
+    clf.add_argument("--data-dir")
+    clf.set_defaults(func=cmd_eval_classifier)
+
+    diagnose = commands.add_parser(
+        "diagnose", help="generator-tokenizer consistency diagnostics of a checkpoint",
+        description="Re-tokenization consistency, correct-token ratio (clean / noisy context), decode-head cosine, "
+        "and with --classifier the tokenizer's ceiling FID.")
+    diagnose.add_argument("checkpoint")
+    diagnose.add_argument("--tokenizer", required=True)
+    diagnose.add_argument("--heldout", required=True, help="token store of held-out images (fashion-mnist:test)")
+    diagnose.add_argument("--classifier")
+    diagnose.add_argument("--count", type=int, default=2000, help="held-out items (default %(default)s)")
+    diagnose.add_argument("--samples", type=int, default=200, help="samples for re-tokenization (default %(default)s)")
+    diagnose.add_argument("--noise", type=float, default=1.0, help="corruption bound r of the noisy context")
+    diagnose.add_argument("--seed", type=int, default=0)
+    diagnose.add_argument("--data-dir")
+    _add_sampling_flags(diagnose)
+    diagnose.set_defaults(func=cmd_diagnose)
     return parser
 
 

@@ -189,3 +189,79 @@ def merge(schema: type[T] | T, *sources: Any) -> T:
 def to_dict(config: Any) -> dict:
     """A plain nested dict of a config dataclass (JSON-ready)."""
     return dataclasses.asdict(config)
+
+
+# --- Conv VQ tokenizer (rear/tokenizer/conv_vq.py) and its training (rear/tokenizer/train.py) ---
+
+
+@dataclass
+class ConvVQConfig:
+    """A small convolutional VQ tokenizer with unit-length codes (cosine nearest-code lookup)."""
+
+    image_size: int = 32  # H = W
+    channels: int = 1  # C
+    codebook_size: int = 512  # K
+    code_dim: int = 8  # Z; a low-dimensional unit sphere keeps every code in use
+    # One entry per resolution level: the first at full resolution, each further one halving it by a
+    # strided conv, so the token grid is image_size / 2**(len(widths) - 1) (32 -> 8 x 8).
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    res_blocks: list[int] = field(default_factory=lambda: [0, 1, 2])  # residual blocks per level
+    groups: int = 8  # GroupNorm groups
+
+    def validate(self) -> "ConvVQConfig":
+        """Raise ValueError naming the first inconsistent field."""
+        if len(self.widths) != len(self.res_blocks) or not self.widths:
+            raise ValueError(f"widths {self.widths} and res_blocks {self.res_blocks} need one entry per level")
+        if self.image_size % 2 ** (len(self.widths) - 1):
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2**{len(self.widths) - 1}")
+        if any(width % self.groups for width in self.widths):
+            raise ValueError(f"every width in {self.widths} must be divisible by groups {self.groups}")
+        for name in ("channels", "codebook_size", "code_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """Training a ConvVQ tokenizer: MSE, AdamW with warmup + cosine, EMA codebook with restarts."""
+
+    model: ConvVQConfig = field(default_factory=ConvVQConfig)
+    data_dir: Optional[str] = None  # Fashion-MNIST IDX folder; None searches the usual places
+    out: str = "runs/tokenizer"  # folder for model.safetensors, config.json, metrics.json
+    steps: int = 3000
+    batch_size: int = 128
+    # AdamW with warmup + cosine; weight decay only touches Linear weights, and this model has none
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            learning_rate=2e-3, end_learning_rate=0.0, warmup_steps=100, beta2=0.99, weight_decay=0.0
+        )
+    )
+    commitment: float = 0.25  # beta in  MSE + beta * |latent - sg(code)|^2
+    codebook_decay: float = 0.99  # EMA decay of code counts and sums (online k-means)
+    # A code is dead when its EMA count falls below this fraction of the mean count per code; it
+    # restarts on a random encoder output of the current batch.
+    dead_fraction: float = 0.25
+    eval_size: int = 10000  # held-out images evaluated after training
+    eval_batch_size: int = 500
+    seed: int = 0
+    threads: int = 2  # torch CPU threads while training
+    bf16: bool = True  # autocast convs to bfloat16 (fast on CPUs with AMX / AVX512-BF16)
+
+
+# --- Evaluation (rear/evaluation) ---
+
+
+@dataclass
+class ClassifierConfig:
+    """The domain classifier whose features replace InceptionV3 on small datasets."""
+
+    image_size: int = 32
+    channels: int = 1
+    num_classes: int = 10
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # conv stages, each halving H
+    feature_dim: int = 256  # penultimate features: FID and precision/recall
+    epochs: int = 4
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    seed: int = 0

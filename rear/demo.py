@@ -1,50 +1,62 @@
-"""The newcomer's first run: sample a class-by-class grid from a small generator.
+"""The newcomer's main job on the embedded default, Fashion-MNIST (`make demo`, `rear demo`).
 
-Until tokenizer training and generator training land, the generator is randomly initialised and the
-tokenizer is a stand-in palette (each code decodes to a fixed random 4x4 RGB patch).
+tokenizer (trained once, then reused) -> token store -> reAR generator -> class-by-class samples
+and a loss curve. Every stage reuses finished work from an earlier run in the same folder.
 """
 from __future__ import annotations
 
-import math
+import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from rear.config import generator_preset
-from rear.generator import Generator
-from rear.images import save_grid
-
-
-class PaletteDecoder:
-    """Stand-in tokenizer: code k -> a fixed random RGB patch; ids [B, N] -> images [B, 3, H, W]."""
-
-    def __init__(self, codebook_size: int, patch: int = 4, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.patch = patch
-        self.palette = torch.rand(codebook_size, 3, patch, patch, generator=g)  # [K, 3, p, p]
-
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        B, N = ids.shape
-        side = math.isqrt(N)
-        patches = self.palette[ids].view(B, side, side, 3, self.patch, self.patch)
-        return patches.permute(0, 3, 1, 4, 2, 5).reshape(B, 3, side * self.patch, side * self.patch)
+from rear.config import TokenizerTrainConfig, TrainConfig, merge
+from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
+from rear.tokenizer.load import load_tokenizer
+from rear.train.trainer import CHECKPOINT, SAMPLES, train
 
 
-def run_demo(out: Path, samples_per_class: int = 8, num_classes: int = 10, seed: int = 0) -> Path:
-    """Build a `rear-cpu` generator for 8x8 tokens, sample with CFG and write `out/samples.png`."""
-    torch.manual_seed(seed)
-    config = generator_preset("rear-cpu", codebook_size=512, num_classes=num_classes, num_tokens=64)
-    model = Generator(config).eval()
-    with torch.no_grad():  # untrained: give the adaLN gates random values so classes differ
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    labels = torch.arange(num_classes).repeat_interleave(samples_per_class)
-    start = time.perf_counter()
-    tokens = model.generate(labels, cfg_scale=4.0, cfg_power=2.5, generator=torch.Generator().manual_seed(seed))
-    elapsed = time.perf_counter() - start
-    images = PaletteDecoder(config.codebook_size).decode(tokens)
-    path = save_grid(images, Path(out) / "samples.png", columns=samples_per_class)
-    print(f"sampled {len(labels)} images ({len(labels) / elapsed:.1f} images/s) from a random "
-          f"{model.num_parameters() / 1e6:.1f}M-parameter generator; one row per class")
-    return path
+def _stage(message: str) -> float:
+    print(f"\n== {message}", flush=True)
+    return time.perf_counter()
+
+
+def run_demo(tokenizer_config: str, generator_config: str, root: Path, data_dir: str | None = None) -> dict[str, Path]:
+    """Run every stage under `root`; return the paths of the sample grid and the loss curve."""
+    root = Path(root)
+    began = _stage("1/4 tokenizer")
+    tokenizer_dir = root / "tokenizer"
+    if (tokenizer_dir / "model.safetensors").is_file():
+        print(f"reusing the tokenizer in {tokenizer_dir}")
+    else:
+        from rear.tokenizer.train import fashion_mnist_images, train_tokenizer
+
+        config = merge(TokenizerTrainConfig, tokenizer_config, {"out": str(tokenizer_dir), "data_dir": data_dir})
+        metrics = train_tokenizer(config, *fashion_mnist_images(data_dir))
+        print(f"held-out PSNR {metrics['psnr']:.2f} dB, codebook usage {metrics['usage']:.1%}")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    fingerprint = tokenizer.fingerprint()
+
+    t = _stage(f"2/4 pretokenize Fashion-MNIST train ({time.perf_counter() - began:.0f} s so far)")
+    store = root / f"store-{fingerprint[:12]}"  # one store per tokenizer: a retrained one never reuses it
+    if TokenStore.is_complete(store):
+        print(f"reusing the token store in {store}")
+    else:
+        source = fashion_mnist_source("train", data_dir, tokenizer.channels)
+        pretokenize(source, tokenizer, store, tokenizer_path=str(tokenizer_dir))
+        print(f"pretokenized in {time.perf_counter() - t:.0f} s")
+
+    _stage(f"3/4 train the reAR generator ({time.perf_counter() - began:.0f} s so far)")
+    run = root / "generator"
+    config = merge(TrainConfig, generator_config,
+                   {"store": str(store), "tokenizer": str(tokenizer_dir), "out_dir": str(run)})
+    if (run / CHECKPOINT).is_dir():
+        print(f"resuming the run in {run}")
+    train(config, resume=(run / CHECKPOINT).is_dir())
+
+    _stage(f"4/4 results ({time.perf_counter() - began:.0f} s in all)")
+    grid = run / SAMPLES / f"step_{config.steps:07d}.png"
+    samples = shutil.copyfile(grid, root / "samples.png")
+    print(f"class-by-class samples (one row per class): {samples}")
+    print(f"loss curve: {run / 'loss.png'}")
+    print(f"generator checkpoint: {run / CHECKPOINT}")
+    return {"samples": Path(samples), "loss": run / "loss.png"}

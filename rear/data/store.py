@@ -202,6 +202,12 @@ class TokenStore:
         if self.codes.shape != expected or self.labels.shape != (n,):
             raise ValueError(f"{self.folder}: arrays {self.codes.shape}, {self.labels.shape} do not match the manifest {expected}")
 
+    @staticmethod
+    def is_complete(folder: str | Path) -> bool:
+        """Whether `folder` holds a finished store."""
+        path = Path(folder) / MANIFEST
+        return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
+
     def __len__(self) -> int:
         return self.manifest["num_items"]
 

@@ -1,0 +1,1 @@
+"""Evaluation: class-balanced sampling to disk, feature extractors, scores, consistency diagnostics."""

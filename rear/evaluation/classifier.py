@@ -1,0 +1,119 @@
+"""A domain classifier for small datasets: its penultimate features and softmax stand in for
+InceptionV3 in FID, IS and precision/recall, and its predictions give samples' class accuracy."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from rear.checkpoint import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.config import ClassifierConfig, merge, to_dict
+
+
+class Classifier(nn.Module):
+    """Conv-BN-ReLU pairs per resolution, max-pool between; features [B, F] -> logits [B, classes]."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers, cin = [], config.channels
+        for width in config.widths:
+            layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                       nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+            cin = width
+        side = config.image_size // 2 ** len(config.widths)
+        self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * side * side, config.feature_dim), nn.ReLU())
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(config.feature_dim, config.num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, C, S, S] in [0, 1] -> penultimate features [B, F]."""
+        return self.trunk(images * 2 - 1)
+
+    def spatial_features(self, images: torch.Tensor) -> torch.Tensor:
+        """First 7 channels of the first stage [B, 7 * S/2 * S/2] (ADM's sFID takes mixed_6/conv[:7])."""
+        return self.trunk[:7](images * 2 - 1)[:, :7].flatten(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(images)))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 500) -> dict[str, np.ndarray]:
+        """{"pool": features [n, F], "spatial": [n, 7*s*s], "probs": softmax [n, classes]}, eval mode."""
+        self.eval()
+        out = {"pool": [], "spatial": [], "probs": []}
+        device = next(self.parameters()).device
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device).float()
+            f = self.features(x)
+            out["pool"].append(f.cpu())
+            out["spatial"].append(self.spatial_features(x).cpu())
+            out["probs"].append(self.head(f).softmax(-1).cpu())
+        return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to 2 pixels."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    padded = F.pad(images, (2, 2, 2, 2))
+    dy, dx = torch.randint(0, 5, (2,), generator=generator).tolist()
+    return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
+
+
+def train_classifier(
+    config: ClassifierConfig, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+    out: str | Path, progress: bool = True,
+) -> dict:
+    """Train on (images, labels), report test accuracy, save the folder (weights + config + metrics)."""
+    torch.manual_seed(config.seed)
+    g = torch.Generator().manual_seed(config.seed)
+    model = Classifier(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=5e-4)
+    images, labels = train
+    steps = config.epochs * (len(images) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps)
+    began = time.perf_counter()
+    bar = tqdm(total=steps, disable=not progress, desc="classifier", unit="step")
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(images), generator=g)
+        for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
+            batch = order[start : start + config.batch_size]
+            loss = F.cross_entropy(model(augment(images[batch], g)), labels[batch], label_smoothing=0.1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    probs = model.embed(test[0])["probs"]
+    metrics = {"test_accuracy": float((probs.argmax(1) == test[1].numpy()).mean()),
+               "train_seconds": time.perf_counter() - began, "steps": steps}
+
+    def build(folder: Path) -> None:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS)
+        (folder / CONFIG).write_text(json.dumps(to_dict(config), indent=2))
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    replace_dir(build, Path(out))
+    return metrics
+
+
+def load_classifier(folder: str | Path) -> Classifier:
+    """A classifier saved by `train_classifier`."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS}; train one with `rear eval train-classifier`")
+    model = Classifier(merge(ClassifierConfig, json.loads((folder / CONFIG).read_text())))
+    load_state(model, load_file(folder / WEIGHTS), str(folder / WEIGHTS))
+    return model.eval()

@@ -1,0 +1,67 @@
+"""Generator-tokenizer consistency, measured (the paper's two claims).
+
+- re-tokenization consistency: decode sampled tokens, encode the images again, fraction unchanged;
+- the tokenizer's ceiling: FID of held-out reconstructions against the held-out images;
+- correct-token ratio (top-1 next-token accuracy) on held-out tokens, clean and corrupted context;
+- mean cosine between the decode head's prediction and the target codebook vector.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rear.config import SampleConfig
+from rear.data.store import TokenStore
+from rear.evaluation.classifier import Classifier
+from rear.generator import Generator
+from rear.metrics import fid_from_features
+from rear.regularizers import corrupt_context
+from rear.tokenizer.base import VQTokenizer
+
+
+@torch.no_grad()
+def retokenization_consistency(model: Generator, tokenizer: VQTokenizer, labels: torch.Tensor,
+                               sample: SampleConfig, seed: int = 0) -> float:
+    """Fraction of sampled tokens that survive decode -> encode."""
+    tokens = model.generate(labels, cfg_scale=sample.cfg_scale, cfg_power=sample.cfg_power,
+                            temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
+                            generator=torch.Generator(labels.device).manual_seed(seed))
+    return (tokenizer.encode(tokenizer.decode(tokens)) == tokens).float().mean().item()
+
+
+@torch.no_grad()
+def token_accuracy(model: Generator, tokens: torch.Tensor, labels: torch.Tensor, noise: float,
+                   seed: int = 0) -> float:
+    """Top-1 next-token accuracy on clean targets, the context corrupted with bound `noise` (switch)."""
+    model.eval()
+    context, _ = corrupt_context(tokens, noise, model.config.codebook_size,
+                                 generator=torch.Generator().manual_seed(seed))
+    return (model.logits(context, labels).argmax(-1) == tokens).float().mean().item()
+
+
+@torch.no_grad()
+def decode_cosine(model: Generator, tokens: torch.Tensor, labels: torch.Tensor, codebook: torch.Tensor) -> float:
+    """Mean cosine between the decode head's prediction and e(x_i), on a clean context."""
+    if model.decode_align_mlp is None:
+        raise ValueError("this generator has no decode alignment head (trained without alignment)")
+    model.eval()
+    layer = model.config.align.decode_layer
+    x, condition = model.embed(tokens[:, :-1], labels)  # [B, N+1, D]
+    _, captured = model.trunk(x, condition, capture=(layer,))
+    prediction = model.decode_align_mlp(captured[layer][:, 1:])  # [B, N, Z]
+    return F.cosine_similarity(prediction, F.embedding(tokens, codebook), dim=-1).mean().item()
+
+
+@torch.no_grad()
+def tokenizer_ceiling(tokenizer: VQTokenizer, classifier: Classifier, images: torch.Tensor) -> float:
+    """FID (classifier features) of reconstructions of held-out images against those images."""
+    recon = torch.cat([tokenizer.decode(tokenizer.encode(images[i : i + 500])) for i in range(0, len(images), 500)])
+    to_input = (lambda x: x.mean(1, keepdim=True)) if classifier.config.channels == 1 and images.shape[1] == 3 else (lambda x: x)
+    return fid_from_features(classifier.embed(to_input(images))["pool"], classifier.embed(to_input(recon))["pool"])
+
+
+def heldout_tokens(store: TokenStore, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `count` items of a held-out store, view 0 (as is)."""
+    items = np.arange(min(count, len(store)))
+    return store.batch(items, np.zeros_like(items))

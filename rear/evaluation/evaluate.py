@@ -1,0 +1,80 @@
+"""Score samples against a reference: FID, sFID, IS, precision/recall, class accuracy -> JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rear.evaluation.classifier import Classifier
+from rear.metrics import frechet_distance, inception_score, precision_recall, statistics
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 [n, H, W, 3] and labels (if recorded) from an ADM `.npz` (`arr_0`) or a folder of images."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            if "arr_0" not in data:
+                raise ValueError(f"{path} has no arr_0; expected an ADM sample batch [n, H, W, 3] uint8")
+            return data["arr_0"], data["labels"] if "labels" in data else None
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]), None
+    raise FileNotFoundError(f"{path} is neither an .npz sample batch nor a folder of images")
+
+
+def to_classifier_input(images: np.ndarray, classifier: Classifier) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> float [n, C, S, S]; refuse images of another size than the classifier's."""
+    c = classifier.config
+    if images.ndim != 4 or images.shape[1:3] != (c.image_size, c.image_size):
+        raise ValueError(f"images are {images.shape[1:3]} but the classifier takes {c.image_size}x{c.image_size}; "
+                         "score samples against a reference of their own image size")
+    x = torch.from_numpy(np.asarray(images)).float().div(255).permute(0, 3, 1, 2)
+    return x.mean(1, keepdim=True) if c.channels == 1 else x
+
+
+def reference_statistics(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What a reference file keeps: pool mean/cov, spatial mean/cov, and pool features for P/R."""
+    mu, sigma = statistics(features["pool"])
+    mu_s, sigma_s = statistics(features["spatial"])
+    return {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s, "pool": features["pool"]}
+
+
+def save_reference(path: str | Path, features: dict[str, np.ndarray], image_size: int) -> Path:
+    np.savez(path, image_size=image_size, **reference_statistics(features))
+    return Path(path)
+
+
+def load_reference(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def score(
+    features: dict[str, np.ndarray], reference: dict[str, np.ndarray], labels: np.ndarray | None, k: int = 3,
+) -> dict[str, float]:
+    """All metrics of sample features against reference statistics."""
+    metrics = {
+        "fid": frechet_distance(*statistics(features["pool"]), reference["mu"], reference["sigma"]),
+        "sfid": frechet_distance(*statistics(features["spatial"]), reference["mu_s"], reference["sigma_s"]),
+        "inception_score": inception_score(features["probs"], splits=min(10, len(features["probs"]))),
+    }
+    metrics["precision"], metrics["recall"] = precision_recall(reference["pool"], features["pool"], k=k)
+    if labels is not None:
+        metrics["class_accuracy"] = float((features["probs"].argmax(1) == labels).mean())
+    metrics["num_samples"] = len(features["pool"])
+    return metrics
+
+
+def write_metrics(metrics: dict, path: str | Path) -> Path:
+    Path(path).write_text(json.dumps(metrics, indent=2))
+    return Path(path)
+
+

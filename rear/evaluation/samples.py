@@ -1,0 +1,86 @@
+"""Class-balanced samples on disk: PNGs and an ADM-compatible `.npz`, resumable, split over ranks.
+
+Sample i has label i % C and comes from batch i // batch_size, which draws from a generator seeded
+with (seed, batch): a resumed or re-split run writes exactly the files an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from tqdm import tqdm
+
+from rear.config import SampleConfig
+from rear.generator import Generator
+from rear.images import to_uint8
+from rear.tokenizer.base import VQTokenizer
+from rear.train.distributed import World
+
+SETTINGS, ARCHIVE = "settings.json", "samples.npz"
+
+
+def png_path(folder: Path, index: int) -> Path:
+    return folder / "png" / f"{index:06d}.png"
+
+
+def write_samples(
+    model: Generator,
+    tokenizer: VQTokenizer,
+    out: str | Path,
+    num_samples: int,
+    sample: SampleConfig,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    world: World | None = None,
+    provenance: dict | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write `num_samples` (a multiple of the class count) PNGs and, on the main rank, the `.npz`."""
+    world = world or World(0, 1, next(model.parameters()).device)
+    C = model.config.num_classes
+    if num_samples % C:
+        raise ValueError(f"num_samples {num_samples} is not a multiple of the {C} classes; class balance needs n = k * {C}")
+    out = Path(out)
+    settings = {"num_samples": num_samples, "num_classes": C, "batch_size": batch_size, "seed": seed,
+                "sample": asdict(sample), **(provenance or {})}
+    if world.main:
+        (out / "png").mkdir(parents=True, exist_ok=True)
+        if (out / SETTINGS).is_file() and json.loads((out / SETTINGS).read_text()) != settings:
+            raise ValueError(f"{out} holds samples made with other settings ({out / SETTINGS}); choose another folder")
+        (out / SETTINGS).write_text(json.dumps(settings, indent=2))
+    if world.size > 1:
+        dist.barrier()
+
+    batches = range(world.rank, -(-num_samples // batch_size), world.size)
+    todo = [b for b in batches
+            if not all(png_path(out, i).is_file() for i in range(b * batch_size, min((b + 1) * batch_size, num_samples)))]
+    for b in tqdm(todo, disable=not (progress and world.main), desc="sample", unit="batch"):
+        indices = torch.arange(b * batch_size, min((b + 1) * batch_size, num_samples))
+        labels = (indices % C).to(world.device)
+        generator = torch.Generator(world.device).manual_seed(seed * 1_000_003 + b)
+        tokens = model.generate(labels, cfg_scale=sample.cfg_scale, cfg_power=sample.cfg_power,
+                                temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
+                                generator=generator)
+        for i, image in zip(indices.tolist(), to_uint8(tokenizer.decode(tokens).float())):
+            tmp = png_path(out, i).with_suffix(".tmp.png")
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp)
+            tmp.replace(png_path(out, i))  # a killed run never leaves a half-written PNG
+    if world.size > 1:
+        dist.barrier()
+    if world.main:
+        archive(out, num_samples)
+    return out / ARCHIVE
+
+
+def archive(out: Path, num_samples: int) -> Path:
+    """Pack the PNGs into `samples.npz`: `arr_0` uint8 [n, H, W, 3] and `labels` [n]."""
+    images = np.stack([np.asarray(Image.open(png_path(out, i)).convert("RGB")) for i in range(num_samples)])
+    C = json.loads((out / SETTINGS).read_text())["num_classes"]
+    np.savez(out / ARCHIVE, arr_0=images, labels=np.arange(num_samples) % C)
+    return out / ARCHIVE

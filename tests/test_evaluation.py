@@ -1,0 +1,106 @@
+"""Sampling to disk, scoring, the domain classifier and consistency diagnostics (tiny models)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PatchTokenizer, random_generator
+from rear.config import ClassifierConfig, SampleConfig
+from rear.evaluation import diagnose
+from rear.evaluation.classifier import Classifier, load_classifier, train_classifier
+from rear.evaluation.evaluate import load_images, reference_statistics, score, to_classifier_input
+from rear.evaluation.samples import ARCHIVE, SETTINGS, png_path, write_samples
+
+SAMPLE = SampleConfig(cfg_scale=2.0, cfg_power=1.0)
+
+
+def tiny_pair():
+    """A generator over the PatchTokenizer's 16 codes and 2x2 grid, 5 classes."""
+    return random_generator(codebook_size=16, num_classes=5, num_tokens=4), PatchTokenizer()
+
+
+def test_samples_are_class_balanced_with_adm_layout(tmp_path):
+    model, tokenizer = tiny_pair()
+    path = write_samples(model, tokenizer, tmp_path, 20, SAMPLE, batch_size=6, progress=False)
+    with np.load(path) as data:
+        images, labels = data["arr_0"], data["labels"]
+    assert images.shape == (20, 8, 8, 3) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [4] * 5
+    settings = json.loads((tmp_path / SETTINGS).read_text())
+    assert settings["sample"]["cfg_scale"] == 2.0 and settings["num_samples"] == 20
+
+
+def test_resumed_sampling_writes_the_same_files(tmp_path):
+    model, tokenizer = tiny_pair()
+    write_samples(model, tokenizer, tmp_path / "a", 20, SAMPLE, batch_size=6, progress=False)
+    write_samples(model, tokenizer, tmp_path / "b", 20, SAMPLE, batch_size=6, progress=False)
+    for i in (0, 7, 19):  # simulate a killed run: some files missing
+        png_path(tmp_path / "b", i).unlink()
+    (tmp_path / "b" / ARCHIVE).unlink()
+    write_samples(model, tokenizer, tmp_path / "b", 20, SAMPLE, batch_size=6, progress=False)
+    for i in range(20):
+        assert png_path(tmp_path / "a", i).read_bytes() == png_path(tmp_path / "b", i).read_bytes()
+    assert np.array_equal(load_images(tmp_path / "a" / ARCHIVE)[0], load_images(tmp_path / "b" / ARCHIVE)[0])
+
+
+def test_unbalanced_count_and_changed_settings_are_refused(tmp_path):
+    model, tokenizer = tiny_pair()
+    with pytest.raises(ValueError, match="not a multiple of the 5 classes"):
+        write_samples(model, tokenizer, tmp_path, 12, SAMPLE, progress=False)
+    write_samples(model, tokenizer, tmp_path, 10, SAMPLE, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        write_samples(model, tokenizer, tmp_path, 10, SampleConfig(cfg_scale=3.0), progress=False)
+
+
+def test_empty_sample_folder_and_missing_files(tmp_path):
+    with pytest.raises(ValueError, match="holds no images"):
+        load_images(tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither an .npz"):
+        load_images(tmp_path / "none.npz.txt")
+    with pytest.raises(FileNotFoundError, match="rear eval train-classifier"):
+        load_classifier(tmp_path)
+
+
+def test_reference_of_another_image_size_is_refused():
+    classifier = Classifier(ClassifierConfig(image_size=16, widths=[8, 8]))
+    with pytest.raises(ValueError, match="classifier takes 16x16"):
+        to_classifier_input(np.zeros((4, 32, 32, 3), np.uint8), classifier)
+
+
+def test_score_of_a_set_against_itself():
+    torch.manual_seed(0)
+    classifier = Classifier(ClassifierConfig(image_size=16, widths=[8, 16], feature_dim=32, num_classes=4))
+    images = (np.random.default_rng(0).random((60, 16, 16, 3)) * 255).astype(np.uint8)
+    features = classifier.embed(to_classifier_input(images, classifier))
+    labels = features["probs"].argmax(1)
+    metrics = score(features, reference_statistics(features), labels)
+    assert abs(metrics["fid"]) < 1e-6 and abs(metrics["sfid"]) < 1e-6
+    assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0 and metrics["class_accuracy"] == 1.0
+
+
+def test_classifier_learns_a_separable_task(tmp_path):
+    """Two classes: bright top half vs bright bottom half (flip augmentation keeps the label)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(512, 1, 16, 16, generator=g) * 0.3
+    y = torch.arange(512) % 2
+    x[y == 0, :, :8] += 0.6
+    x[y == 1, :, 8:] += 0.6
+    config = ClassifierConfig(image_size=16, num_classes=2, widths=[8, 16], feature_dim=32, epochs=2, batch_size=64)
+    metrics = train_classifier(config, (x[:384], y[:384]), (x[384:], y[384:]), tmp_path / "clf", progress=False)
+    assert metrics["test_accuracy"] > 0.95
+    reloaded = load_classifier(tmp_path / "clf")
+    assert np.allclose(reloaded.embed(x[:5])["probs"], Classifier.embed(reloaded, x[:5])["probs"])
+
+
+def test_diagnostics_on_a_tiny_model():
+    model, tokenizer = tiny_pair()
+    tokens, labels = torch.randint(0, 16, (32, 4)), torch.arange(32) % 5
+    consistency = diagnose.retokenization_consistency(model, tokenizer, torch.arange(10) % 5, SAMPLE)
+    assert 0.0 <= consistency <= 1.0
+    clean = diagnose.token_accuracy(model, tokens, labels, 0.0)
+    assert clean == (model.logits(tokens, labels).argmax(-1) == tokens).float().mean().item()
+    assert 0.0 <= diagnose.token_accuracy(model, tokens, labels, 1.0) <= 1.0
+    model = random_generator(codebook_size=16, num_classes=5, num_tokens=4, align={"code_dim": 8, "decode_layer": 1})
+    cosine = diagnose.decode_cosine(model, tokens, labels, tokenizer.quantize.embedding.weight)
+    assert -1.0 <= cosine <= 1.0

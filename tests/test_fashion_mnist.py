@@ -1,0 +1,78 @@
+"""Fashion-MNIST IDX files: reading, the search order, clear errors."""
+import gzip
+
+import numpy as np
+import pytest
+
+from rear.data import fashion_mnist as fm
+
+
+def write_idx(path, array, compress):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def fake_fashion_mnist(folder, train=64, test=32, compress=True, seed=0):
+    """Four IDX files of random 28x28 images, labels cycling over the 10 classes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("test", test)):
+        images_stem, labels_stem = fm.FILES[split]
+        write_idx(folder / images_stem, rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(folder / labels_stem, np.arange(n) % 10, compress)
+    return folder
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_reads_idx_files(tmp_path, compress):
+    fake_fashion_mnist(tmp_path, compress=compress)
+    images, labels = fm.load_fashion_mnist("train", tmp_path)
+    assert images.shape == (64, 28, 28) and images.dtype == np.uint8 and labels[:11].tolist() == list(range(10)) + [0]
+    x = fm.to_tensor(images)
+    assert x.shape == (64, 1, 32, 32) and x[:, :, :2].max() == 0 and x[:, :, :, -2:].max() == 0
+
+
+def test_search_order(tmp_path, monkeypatch):
+    a, b = fake_fashion_mnist(tmp_path / "a", train=10), fake_fashion_mnist(tmp_path / "b", train=20)
+    monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "none")
+    monkeypatch.setattr(fm, "CACHE_DIR", tmp_path / "none")
+    monkeypatch.setenv("REAR_DATA", str(b))
+    assert len(fm.load_fashion_mnist("train")[0]) == 20
+    assert len(fm.load_fashion_mnist("train", a)[0]) == 10  # --data-dir wins
+
+
+def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "none")
+    monkeypatch.setattr(fm, "CACHE_DIR", tmp_path / "none")
+    monkeypatch.delenv("REAR_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        fm.load_fashion_mnist("train", allow_download=False)
+    with pytest.raises(FileNotFoundError, match="does not hold the four"):
+        fm.load_fashion_mnist("train", tmp_path)
+
+
+def test_download_verifies_checksums(tmp_path, monkeypatch):
+    """A served file whose MD5 differs from the canonical one is rejected and not kept."""
+    import io
+
+    monkeypatch.setattr(fm.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the real file"))
+    with pytest.raises(ValueError, match="does not match its MD5"):
+        fm.download(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_idx_is_refused(tmp_path):
+    fake_fashion_mnist(tmp_path, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        fm.load_fashion_mnist("train", tmp_path)
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match="unknown split"):
+        fm.load_fashion_mnist("validation", tmp_path)
