@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_sampling import matmul_peak, seconds
+from rear import precision
 from rear.config import OptimConfig, generator_preset
 from rear.generator import Generator
 from rear.regularizers import corrupt_context
@@ -44,7 +45,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="train in float32 (bf16 autocast is used only where native: rear.precision)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -59,14 +61,15 @@ def main() -> None:
     context, _ = corrupt_context(tokens, 0.5, args.codes)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_bf16):
+        with precision.autocast(device, not args.no_bf16):
             losses = model(tokens, labels, F.embedding(tokens, codebook), context)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    dtype = torch.float32 if args.no_bf16 else torch.bfloat16
+    bf16 = not args.no_bf16 and precision.native_bf16(device)
+    dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(device, dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -75,7 +78,7 @@ def main() -> None:
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     tokens_per_step = args.batch * (args.tokens + 2)
     flops = 3 * forward_flops_per_token(model) * tokens_per_step
-    print(f"device {device} {'float32' if args.no_bf16 else 'bf16 autocast'}  preset {args.preset}  width {config.width} "
+    print(f"device {device} {'bf16 autocast' if bf16 else 'float32'}  preset {args.preset}  width {config.width} "
           f"depth {config.depth} heads {config.heads}  tokens {args.tokens}  codes {args.codes}  batch {args.batch}")
     print(f"matmul peak ({dtype})   {peak / 1e9:9.1f} GFLOP/s")
     print(f"training step            {t * 1e3:9.1f} ms   {args.batch * args.tokens / t:9.0f} tokens/s   "

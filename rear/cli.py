@@ -24,7 +24,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
     if Path(config.out).exists() and not args.force:
         raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
-    train_images, heldout = source_images(args.source, config)
+    train_images, heldout = source_images(args.source, config, args.strict)
     metrics = train_tokenizer(config, train_images, heldout)
     print(f"tokenizer: {config.out}  held-out PSNR {metrics['psnr']:.2f} dB  codebook usage {metrics['usage']:.1%}")
 
@@ -71,8 +71,9 @@ def cmd_pretokenize(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(args.tokenizer, device)
     source = open_source(args.source, tokenizer.channels, args.data_dir)
+    sizes = {"batch_size": args.batch_size} if args.batch_size else {}
     out = pretokenize(source, tokenizer, args.out, tokenizer_path=str(args.tokenizer), ten_crop=args.ten_crop,
-                      batch_size=args.batch_size, strict=args.strict)
+                      strict=args.strict, **sizes)
     print(f"token store: {out}")
 
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok_train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=1000 out=runs/tok")
     tok_train.add_argument("--source", default="fashion-mnist",
                            help="fashion-mnist (train split; test held out) or an image folder (10%% held out)")
+    tok_train.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     tok_train.add_argument("--force", action="store_true", help="replace an existing output folder")
     tok_train.set_defaults(func=cmd_tokenizer_train)
 
@@ -279,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretok.add_argument("--out", required=True, help="store folder to create")
     pretok.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
     pretok.add_argument("--ten-crop", action="store_true", help="ten crops instead of as-is + mirrored")
-    pretok.add_argument("--batch-size", type=int, default=512)
+    pretok.add_argument("--batch-size", type=int, help="images per encoder batch (default: rear.data.store.pretokenize's)")
     pretok.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     pretok.set_defaults(func=cmd_pretokenize)
 

@@ -127,7 +127,7 @@ class TrainConfig:
     batch_size: int = 2048  # global images per optimizer step, over all ranks and micro-batches
     grad_accumulation: int = 2  # micro-batches per optimizer step on each rank
     label_dropout: float = 0.1
-    bf16: bool = True  # autocast matmuls to bfloat16
+    bf16: bool = True  # autocast matmuls to bfloat16 where native (rear.precision), else float32
     ema_decay: float = 0.0  # 0 disables the EMA copy
     activation_checkpointing: bool = False
     seed: int = 42
@@ -204,8 +204,9 @@ class ConvVQConfig:
     code_dim: int = 8  # Z; a low-dimensional unit sphere keeps every code in use
     # One entry per resolution level: the first at full resolution, each further one halving it by a
     # strided conv, so the token grid is image_size / 2**(len(widths) - 1) (32 -> 8 x 8).
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    res_blocks: list[int] = field(default_factory=lambda: [0, 1, 2])  # residual blocks per level
+    # A thin full-resolution level keeps a step cheap on AVX2-only CPUs (0.5 s at batch 64 on 2 cores).
+    widths: list[int] = field(default_factory=lambda: [16, 64, 128])
+    res_blocks: list[int] = field(default_factory=lambda: [0, 1, 1])  # residual blocks per level
     groups: int = 8  # GroupNorm groups
 
     def validate(self) -> "ConvVQConfig":
@@ -229,8 +230,8 @@ class TokenizerTrainConfig:
     model: ConvVQConfig = field(default_factory=ConvVQConfig)
     data_dir: Optional[str] = None  # Fashion-MNIST IDX folder; None searches the usual places
     out: str = "runs/tokenizer"  # folder for model.safetensors, config.json, metrics.json
-    steps: int = 3000
-    batch_size: int = 128
+    steps: int = 1000
+    batch_size: int = 64
     # AdamW with warmup + cosine; weight decay only touches Linear weights, and this model has none
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
@@ -246,7 +247,7 @@ class TokenizerTrainConfig:
     eval_batch_size: int = 500
     seed: int = 0
     threads: int = 2  # torch CPU threads while training
-    bf16: bool = True  # autocast convs to bfloat16 (fast on CPUs with AMX / AVX512-BF16)
+    bf16: bool = True  # autocast convs to bfloat16 where native (CUDA, CPUs with AMX / AVX512-BF16)
 
 
 # --- Evaluation (rear/evaluation) ---

@@ -6,13 +6,32 @@ import pytest
 from PIL import Image
 
 from rear.cli import main
+from test_fashion_mnist import fake_fashion_mnist
 
 
-def test_demo_writes_a_class_by_class_grid(tmp_path, capsys):
-    main(["demo", "--out", str(tmp_path), "--per-class", "2"])
-    image = Image.open(tmp_path / "samples.png")
-    assert image.size == (2 * 34 + 2, 10 * 34 + 2)  # 32x32 images, 2 px padding
-    assert "samples.png" in capsys.readouterr().out
+def test_demo_runs_every_stage_then_reuses_them(tmp_path, capsys):
+    data = fake_fashion_mnist(tmp_path / "data", train=40, test=20)
+    tokenizer_yaml = tmp_path / "tok.yaml"
+    tokenizer_yaml.write_text(
+        "steps: 3\nbatch_size: 8\neval_size: 10\nmodel: {codebook_size: 16, code_dim: 4, widths: [8, 8, 16], "
+        "res_blocks: [0, 0, 1], groups: 4}\n")
+    generator_yaml = tmp_path / "gen.yaml"
+    generator_yaml.write_text(
+        "generator: {codebook_size: 16, num_classes: 10, num_tokens: 64, width: 32, depth: 2, heads: 2, "
+        "extra_position_rows: 2, extra_step_rows: 2, align: {decode_layer: 1, projection_dim: 16, code_dim: 4}}\n"
+        "noise: {anneal_end: 4}\noptim: {warmup_steps: 1}\nsample: {cfg_scale: 2.0}\n"
+        "steps: 4\nbatch_size: 8\ngrad_accumulation: 1\nlog_every: 2\nsample_every: 0\nsamples_per_class: 2\n")
+    args = ["demo", "--root", str(tmp_path / "run"), "--data-dir", str(data),
+            "--tokenizer-config", str(tokenizer_yaml), "--config", str(generator_yaml)]
+    main(args)
+    out = capsys.readouterr().out
+    image = Image.open(tmp_path / "run" / "samples.png")
+    assert image.size == (2 * 34 + 2, 10 * 34 + 2)  # 2 per class, 10 classes, 32x32 images, 2 px padding
+    assert (tmp_path / "run" / "generator" / "loss.png").is_file()
+    assert "samples.png" in out and "loss.png" in out
+    main(args)
+    out = capsys.readouterr().out
+    assert "reusing the tokenizer" in out and "reusing the token store" in out
 
 
 def test_info_lists_release_counts(capsys):

@@ -109,7 +109,7 @@ def pretokenize(
     *,
     tokenizer_path: str,
     ten_crop: bool = False,
-    batch_size: int = 512,
+    batch_size: int = 256,
     strict: bool = False,
     progress: bool = True,
 ) -> Path:

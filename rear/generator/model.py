@@ -210,19 +210,25 @@ class Generator(nn.Module):
         condition: torch.Tensor,
         cache: KVCache | None = None,
         capture: tuple[int, ...] = (),
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Run the blocks on x [B, T, D]; return the output and the outputs of blocks in `capture`."""
+        """Run the blocks on x [B, T, D]; return the output and the outputs of blocks in `capture`.
+
+        condition is [B, T, D], or [U, T, D] for U distinct labels with `rows` [B] naming each
+        sample's row: the adaLN modulations are then computed once per distinct label.
+        """
         captured = {}
         for layer, block in enumerate(self.blocks):
-            x = block(x, block.adaLN_modulation(condition), cache)
+            modulation = block.adaLN_modulation(condition)  # [B or U, T, 6D]
+            x = block(x, modulation if rows is None else modulation[rows], cache)
             if layer in capture:
                 captured[layer] = x
         return x, captured
 
-    def head(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K]."""
+    def head(self, x: torch.Tensor, condition: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K] (condition as in `trunk`)."""
         modulation = self.adaln_before_head.adaLN_modulation(condition)
-        return self.lm_head(self.adaln_before_head(x, modulation))
+        return self.lm_head(self.adaln_before_head(x, modulation if rows is None else modulation[rows]))
 
     # ---------------------------------------------------------------- public API
     def logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -253,10 +259,12 @@ class Generator(nn.Module):
                 f"tokens and context must both be [B, {c.num_tokens}], "
                 f"got {tuple(tokens.shape)} and {tuple(context.shape)}"
             )
-        x, condition = self.embed(context, labels)  # [B, N+2, D]
+        distinct, rows = torch.unique(labels, return_inverse=True)  # [U], [B]
+        x, _ = self.embed(context, labels)  # [B, N+2, D]
+        condition = self.label_embedding(distinct)[:, None] + self.timesteps_embeddings[:, : c.num_tokens + 2]
         layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
-        x, captured = self.trunk(x, condition, capture=layers)
-        logits = self.head(x[:, 1:-1], condition[:, 1:-1])  # [B, N, K]
+        x, captured = self.trunk(x, condition, capture=layers, rows=rows)  # condition [U, N+2, D]
+        logits = self.head(x[:, 1:-1], condition[:, 1:-1], rows)  # [B, N, K]
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
         if not c.align.enabled:
             align = ce.new_zeros(())
@@ -265,12 +273,17 @@ class Generator(nn.Module):
                 raise ValueError(
                     f"code_vectors must be [B, N, Z={c.align.code_dim}], got {tuple(code_vectors.shape)}"
                 )
+            corrupted = context != tokens  # [B, N]
             encode = decode = None
             if self.encode_align_mlp is not None:  # state at the position holding t_i
-                encode = self.encode_align_mlp(captured[c.align.encode_layer][:, 2:])
+                # corrupted positions carry no encode term: run the head on the clean ones only
+                hidden = captured[c.align.encode_layer][:, 2:]  # [B, N, D]
+                clean = ~corrupted
+                encode = hidden.new_zeros(*tokens.shape, c.align.code_dim)  # [B, N, Z]
+                encode = encode.index_put((clean,), self.encode_align_mlp(hidden[clean]).to(encode.dtype))
             if self.decode_align_mlp is not None:  # state at the position predicting t_i
                 decode = self.decode_align_mlp(captured[c.align.decode_layer][:, 1:-1])
-            align = alignment_loss(encode, decode, code_vectors, context != tokens)
+            align = alignment_loss(encode, decode, code_vectors, corrupted)
         return {"ce": ce, "align": align, "total": ce + c.align.weight * align}
 
     def forward(

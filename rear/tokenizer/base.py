@@ -17,9 +17,8 @@ def nearest_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
     """latents [B, Z, h, w], codebook [K, Z] -> ids [B, h*w] of the nearest code (squared L2)."""
     B = latents.shape[0]
     flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # [B*h*w, Z]
-    distances = (
-        flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1)[None] - 2 * flat @ codebook.T
-    )  # [B*h*w, K]
+    # |x - c|^2 = |x|^2 + |c|^2 - 2 x.c, and |x|^2 does not change the argmin over codes
+    distances = torch.addmm(codebook.pow(2).sum(1)[None], flat, codebook.T, alpha=-2)  # [B*h*w, K]
     return distances.argmin(1).view(B, -1)
 
 

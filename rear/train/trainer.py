@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rear import precision
 from rear.config import TrainConfig
 from rear.data.store import TokenStore
 from rear.generator import Generator
@@ -143,8 +144,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool) -> P
 
         apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block))
     net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
-    bf16 = config.bf16 and (device.type == "cpu" or torch.cuda.is_bf16_supported())
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    autocast = lambda: precision.autocast(device, config.bf16)  # noqa: E731
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / SAMPLES).mkdir(exist_ok=True)

@@ -1,0 +1,34 @@
+"""Every shipped YAML config parses onto its schema and builds a consistent model."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from rear.config import TokenizerTrainConfig, TrainConfig, merge
+from rear.generator import Generator
+from rear.tokenizer.conv_vq import ConvVQTokenizer
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+
+def test_configs_are_found():
+    assert len(CONFIGS) >= 6
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_config_parses_and_builds(path):
+    if path.name.startswith("tokenizer"):
+        config = merge(TokenizerTrainConfig, str(path))
+        tokenizer = ConvVQTokenizer(config.model)
+        assert tokenizer.num_tokens == 64 and tokenizer.encode(torch.rand(1, 1, 32, 32)).shape == (1, 64)
+        return
+    config = merge(TrainConfig, str(path), ["store=s", "tokenizer=t"])
+    generator = config.generator.validate()
+    assert config.batch_size % config.grad_accumulation == 0
+    assert generator.align.decode_layer == 3 * generator.depth // 4
+    with torch.device("meta"):
+        Generator(generator)
+    if path.parent.name == "fmnist":  # must fit the Fashion-MNIST tokenizer
+        tokenizer = merge(TokenizerTrainConfig, str(path.parent / "tokenizer.yaml")).model
+        assert (generator.codebook_size, generator.num_tokens, generator.num_classes) == (tokenizer.codebook_size, 64, 10)
+        assert generator.align.code_dim == tokenizer.code_dim
