@@ -73,7 +73,7 @@ def cmd_pretokenize(args: argparse.Namespace) -> None:
     source = open_source(args.source, tokenizer.channels, args.data_dir)
     sizes = {"batch_size": args.batch_size} if args.batch_size else {}
     out = pretokenize(source, tokenizer, args.out, tokenizer_path=str(args.tokenizer), ten_crop=args.ten_crop,
-                      strict=args.strict, **sizes)
+                      flip=not args.no_flip, strict=args.strict, **sizes)
     print(f"token store: {out}")
 
 
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretok.add_argument("--out", required=True, help="store folder to create")
     pretok.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
     pretok.add_argument("--ten-crop", action="store_true", help="ten crops instead of as-is + mirrored")
+    pretok.add_argument("--no-flip", action="store_true", help="one view per image (no mirrored copy): half the time")
     pretok.add_argument("--batch-size", type=int, help="images per encoder batch (default: rear.data.store.pretokenize's)")
     pretok.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     pretok.set_defaults(func=cmd_pretokenize)

@@ -53,6 +53,16 @@ def test_store_round_trip_and_memory_map(tmp_path):
     assert sum(len(t) for t, _ in batches) == 10
 
 
+def test_store_without_flips_holds_one_view(tmp_path):
+    tokenizer = PatchTokenizer()
+    source, images, _ = memory_source()
+    pretokenize(source, tokenizer, tmp_path / "s", tokenizer_path="patch", flip=False, progress=False)
+    store = TokenStore(tmp_path / "s")
+    assert store.num_views == 1 and store.codes.shape == (10, 1, 4)
+    tokens, _ = store.batch(np.array([3]), np.array([0]))
+    assert torch.equal(tokens[0], tokenizer.encode(images[3:4, :, 2:10, 2:10])[0])
+
+
 def test_interrupted_run_resumes_to_the_same_store(tmp_path):
     tokenizer = PatchTokenizer()
     pretokenize(memory_source()[0], tokenizer, tmp_path / "straight", tokenizer_path="patch", batch_size=4, progress=False)

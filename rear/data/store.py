@@ -109,17 +109,21 @@ def pretokenize(
     *,
     tokenizer_path: str,
     ten_crop: bool = False,
+    flip: bool = True,
     batch_size: int = 256,
     strict: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Encode every image of `source` in 2 (flip) or 10 (ten-crop) views into a store at `out`."""
+    """Encode every image of `source` in 2 (as is + flip; 1 without `flip`) or 10 (ten-crop) views."""
     if tokenizer.codebook_size > 2**16:
         raise ValueError(f"codebook of {tokenizer.codebook_size} codes does not fit uint16 ids")
     out = Path(out)
     S = tokenizer.image_size
     read_size = int(S * TEN_CROP_SCALE) if ten_crop else S
-    views = [f"crop{i}" for i in range(5)] + [f"crop{i}-flip" for i in range(5)] if ten_crop else ["as-is", "flip"]
+    if ten_crop:
+        views = [f"crop{i}" for i in range(5)] + [f"crop{i}-flip" for i in range(5)]
+    else:
+        views = ["as-is", "flip"] if flip else ["as-is"]
     identity = {
         "format": FORMAT,
         "version": VERSION,
@@ -164,7 +168,10 @@ def pretokenize(
         if skipped and strict:
             warn_skipped(skipped, strict=True)
         if len(images):
-            stacked = ten_crop_views(images, S) if ten_crop else flip_views(images)  # [b, V, C, S, S]
+            if ten_crop:
+                stacked = ten_crop_views(images, S)  # [b, 10, C, S, S]
+            else:
+                stacked = flip_views(images) if flip else images[:, None]  # [b, V, C, S, S]
             ids = tokenizer.encode(stacked.flatten(0, 1).to(device)).view(len(images), len(views), -1)
             n = manifest["num_items"]
             codes[n : n + len(images)] = ids.cpu().numpy().astype(np.uint16)
