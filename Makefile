@@ -4,7 +4,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean fashion-mnist
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-demo: $(VENV)/.installed
-	$(PY) -m rear demo --out outputs/demo
+# Fashion-MNIST: $$REAR_DATA, else Debian's package (installed here when we are root with apt),
+# else `rear` downloads it from the canonical source with checksums.
+fashion-mnist:
+	@if [ -z "$$REAR_DATA" ] && [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null || echo "apt-get could not install dataset-fashion-mnist; rear will try to download it"; fi
+
+demo: $(VENV)/.installed fashion-mnist
+	$(PY) -m rear demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -23,4 +30,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_sampling.py
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) runs/demo

@@ -149,3 +149,24 @@ def test_evaluate_reports_psnr_of_each_image_and_of_the_mean():
     assert metrics["psnr"] == pytest.approx((10 * torch.log10(1 / errors)).mean().item(), rel=1e-5)
     assert metrics["psnr_of_mean_mse"] == pytest.approx(10 * torch.log10(1 / errors.mean()).item(), rel=1e-5)
     assert metrics["usage"] == len(tokenizer.encode(images).unique()) / 16
+
+
+def test_source_images_from_a_folder_hold_out_a_tenth(tmp_path):
+    from PIL import Image
+
+    from rear.tokenizer.train import source_images
+
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            Image.new("L", (24, 20), color=10 * i).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"not a png")
+    config = TokenizerTrainConfig(model=tiny_config())
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        train, heldout = source_images(str(tmp_path), config)
+    assert train.shape == (18, 1, 16, 16) and heldout.shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="unreadable"):
+        source_images(str(tmp_path), config, strict=True)
+    config.model.channels = 3
+    with pytest.raises(ValueError, match="Fashion-MNIST is grayscale"):
+        source_images("fashion-mnist", config)
