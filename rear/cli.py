@@ -154,34 +154,45 @@ def cmd_eval_classifier(args: argparse.Namespace) -> None:
     print(f"classifier: {args.out}  test accuracy {metrics['test_accuracy']:.2%}")
 
 
-def cmd_eval_stats(args: argparse.Namespace) -> None:
+def _extractor(args: argparse.Namespace):
+    """(embed: uint8 [n, H, W, 3] -> features, image size it needs or None, whether labels are its classes)."""
+    from rear.evaluation import evaluate as ev
+
+    if args.inception is not None:
+        from rear.metrics.inception import load_inception
+
+        inception = load_inception(args.inception or None)
+        return lambda images: inception.embed(ev.to_inception_input(images)), None, False
     from rear.evaluation.classifier import load_classifier
-    from rear.evaluation.evaluate import save_reference, to_classifier_input
 
     classifier = load_classifier(args.classifier)
-    images = _reference_images(args.source, classifier.config.image_size, args.data_dir)
-    path = save_reference(args.out, classifier.embed(to_classifier_input(images, classifier)), classifier.config.image_size)
+    return lambda images: classifier.embed(ev.to_classifier_input(images, classifier)), classifier.config.image_size, True
+
+
+def cmd_eval_stats(args: argparse.Namespace) -> None:
+    from rear.evaluation.evaluate import save_reference
+
+    embed, size, _ = _extractor(args)
+    images = _reference_images(args.source, size or 32, args.data_dir)
+    path = save_reference(args.out, embed(images), images.shape[1])
     print(f"reference statistics of {len(images)} images: {path}")
 
 
 def cmd_eval_score(args: argparse.Namespace) -> None:
     import json
 
-    from rear.evaluation.classifier import load_classifier
-    from rear.evaluation.evaluate import (load_images, load_reference, reference_statistics, score,
-                                          to_classifier_input, write_metrics)
+    from rear.evaluation.evaluate import load_images, load_reference, reference_statistics, score, write_metrics
 
-    classifier = load_classifier(args.classifier)
+    embed, size, class_labels = _extractor(args)
     images, labels = load_images(args.samples)
-    features = classifier.embed(to_classifier_input(images, classifier))
-    if args.reference.endswith(".npz") and Path(args.reference).is_file() and "mu" in load_reference(args.reference):
-        reference = load_reference(args.reference)
-        if int(reference["image_size"]) != images.shape[1]:
+    if args.reference.endswith(".npz") and Path(args.reference).is_file():
+        reference = load_reference(args.reference, embed)
+        if "image_size" in reference and int(reference["image_size"]) != images.shape[1]:
             raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
     else:
-        ref_images = _reference_images(args.reference, classifier.config.image_size, args.data_dir)
-        reference = reference_statistics(classifier.embed(to_classifier_input(ref_images, classifier)))
-    metrics = {**score(features, reference, labels), "samples": str(args.samples), "reference": args.reference}
+        reference = reference_statistics(embed(_reference_images(args.reference, size or images.shape[1], args.data_dir)))
+    metrics = {**score(embed(images), reference, labels if class_labels else None),
+               "samples": str(args.samples), "reference": args.reference}
     out = Path(args.out or Path(args.samples).with_name("metrics.json"))
     write_metrics(metrics, out)
     print(json.dumps(metrics, indent=2))
@@ -217,6 +228,14 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         images = to_tensor(load_fashion_mnist("test", args.data_dir)[0][: args.count], tokenizer.image_size)
         results["tokenizer_ceiling_fid"] = d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images)
     print(json.dumps(results, indent=2))
+
+
+def _add_extractor_flags(parser: argparse.ArgumentParser) -> None:
+    extractor = parser.add_mutually_exclusive_group(required=True)
+    extractor.add_argument("--classifier", help="domain classifier folder (rear eval train-classifier): small datasets")
+    extractor.add_argument("--inception", nargs="?", const="", metavar="PATH",
+                           help="FID InceptionV3 (pt_inception-2015-12-05-6726825d.pth; default: $REAR_INCEPTION, "
+                           "then ~/.cache/rear, downloaded there when online)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,14 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
         "fashion-mnist:test, an image folder, or saved statistics from `rear eval stats`); prints and saves JSON.")
     score.add_argument("samples", help="samples.npz or a folder of images")
     score.add_argument("--reference", required=True)
-    score.add_argument("--classifier", required=True, help="folder from `rear eval train-classifier`")
+    _add_extractor_flags(score)
     score.add_argument("--out", help="metrics JSON (default: metrics.json beside the samples)")
     score.add_argument("--data-dir")
     score.set_defaults(func=cmd_eval_score)
     stats = eval_commands.add_parser("stats", help="save reference statistics of a dataset",
                                      description="Compute and save reference statistics (.npz) of a dataset split, folder or .npz.")
     stats.add_argument("source", help="fashion-mnist:test, an image folder, or an .npz")
-    stats.add_argument("--classifier", required=True)
+    _add_extractor_flags(stats)
     stats.add_argument("--out", required=True)
     stats.add_argument("--data-dir")
     stats.set_defaults(func=cmd_eval_stats)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,13 @@ def to_classifier_input(images: np.ndarray, classifier: Classifier) -> torch.Ten
     return x.mean(1, keepdim=True) if c.channels == 1 else x
 
 
+def to_inception_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> float [n, 3, H, W] in [0, 1] (InceptionFeatures resizes to 299 itself)."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images [n, H, W, 3], got {images.shape}")
+    return torch.from_numpy(np.asarray(images)).float().div(255).permute(0, 3, 1, 2)
+
+
 def reference_statistics(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What a reference file keeps: pool mean/cov, spatial mean/cov, and pool features for P/R."""
     mu, sigma = statistics(features["pool"])
@@ -52,9 +60,20 @@ def save_reference(path: str | Path, features: dict[str, np.ndarray], image_size
     return Path(path)
 
 
-def load_reference(path: str | Path) -> dict[str, np.ndarray]:
+def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """Saved statistics (`rear eval stats`, or an ADM reference batch such as
+    VIRTUAL_imagenet256_labeled.npz: mu, sigma, mu_s, sigma_s and images arr_0). ADM files keep no
+    pool features, so with `embed` they are computed from arr_0 for precision/recall."""
     with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+        reference = {k: data[k] for k in data.files}
+    for key in ("mu", "sigma", "mu_s", "sigma_s"):
+        if key not in reference:
+            raise ValueError(f"{path} has no {key}; expected statistics from `rear eval stats` or an ADM reference batch")
+    if "pool" not in reference:
+        if "arr_0" not in reference or embed is None:
+            raise ValueError(f"{path} has neither pool features nor reference images arr_0 for precision/recall")
+        reference["pool"] = embed(reference["arr_0"])["pool"]
+    return reference
 
 
 def score(
