@@ -43,8 +43,8 @@ def test_adaln_zero_init_makes_blocks_identity():
     assert model.adaln_before_head.adaLN_modulation[-1].weight.abs().sum() == 0
     assert model.cls_token.abs().sum() == 0
     assert model.pos_embed.abs().max() <= 2.0 and 0.01 < model.pos_embed.std() < 0.03
-    x, condition = model.embed(torch.randint(0, 32, (2, 5)), torch.tensor([1, 2]))
-    out, _ = model.trunk(x, condition)
+    x, condition, rows = model.embed(torch.randint(0, 32, (2, 5)), torch.tensor([1, 2]))
+    out, _ = model.trunk(x, condition, rows)
     assert torch.equal(out, x)
 
 

@@ -120,10 +120,13 @@ def pretokenize(
     out = Path(out)
     S = tokenizer.image_size
     read_size = int(S * TEN_CROP_SCALE) if ten_crop else S
-    if ten_crop:
+    if ten_crop:  # images [b, C, S', S'] -> views [b, V, C, S, S]
         views = [f"crop{i}" for i in range(5)] + [f"crop{i}-flip" for i in range(5)]
+        expand = lambda x: ten_crop_views(x, S)  # noqa: E731
+    elif flip:
+        views, expand = ["as-is", "flip"], flip_views
     else:
-        views = ["as-is", "flip"] if flip else ["as-is"]
+        views, expand = ["as-is"], lambda x: x[:, None]
     identity = {
         "format": FORMAT,
         "version": VERSION,
@@ -168,11 +171,7 @@ def pretokenize(
         if skipped and strict:
             warn_skipped(skipped, strict=True)
         if len(images):
-            if ten_crop:
-                stacked = ten_crop_views(images, S)  # [b, 10, C, S, S]
-            else:
-                stacked = flip_views(images) if flip else images[:, None]  # [b, V, C, S, S]
-            ids = tokenizer.encode(stacked.flatten(0, 1).to(device)).view(len(images), len(views), -1)
+            ids = tokenizer.encode(expand(images).flatten(0, 1).to(device)).view(len(images), len(views), -1)
             n = manifest["num_items"]
             codes[n : n + len(images)] = ids.cpu().numpy().astype(np.uint16)
             labels[n : n + len(images)] = batch_labels.numpy()

@@ -193,50 +193,51 @@ class Generator(nn.Module):
 
     def embed(
         self, context: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """context [B, n], labels [B] -> inputs x [B, n+2, D] and conditions [B, n+2, D]."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """context [B, n], labels [B] -> inputs x [B, n+2, D], conditions [U, n+2, D] of the U
+        distinct labels, and rows [B] naming each sample's condition (see `trunk`)."""
         B, n = context.shape
-        label = self.label_embedding(labels)  # [B, D]
+        distinct, rows = torch.unique(labels, return_inverse=True)  # [U], [B]
+        label = self.label_embedding(distinct)  # [U, D]
         x = torch.cat(
-            [self.cls_token.expand(B, -1, -1), label[:, None], self.embeddings(context)], dim=1
+            [self.cls_token.expand(B, -1, -1), label[rows, None], self.embeddings(context)], dim=1
         )  # [B, T, D]
         x = x + self.position_table()[: n + 2]
-        condition = label[:, None] + self.timesteps_embeddings[:, : n + 2]  # [B, T, D]
-        return x, condition
+        condition = label[:, None] + self.timesteps_embeddings[:, : n + 2]  # [U, T, D]
+        return x, condition, rows
 
     def trunk(
         self,
         x: torch.Tensor,
         condition: torch.Tensor,
+        rows: torch.Tensor,
         cache: KVCache | None = None,
         capture: tuple[int, ...] = (),
-        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Run the blocks on x [B, T, D]; return the output and the outputs of blocks in `capture`.
 
-        condition is [B, T, D], or [U, T, D] for U distinct labels with `rows` [B] naming each
-        sample's row: the adaLN modulations are then computed once per distinct label.
+        condition [U, T, D] holds one row per distinct label and rows [B] names each sample's row:
+        the adaLN modulations are computed once per distinct label, not once per sample.
         """
         captured = {}
         for layer, block in enumerate(self.blocks):
-            modulation = block.adaLN_modulation(condition)  # [B or U, T, 6D]
-            x = block(x, modulation if rows is None else modulation[rows], cache)
+            x = block(x, block.adaLN_modulation(condition)[rows], cache)  # modulation [B, T, 6D]
             if layer in capture:
                 captured[layer] = x
         return x, captured
 
-    def head(self, x: torch.Tensor, condition: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K] (condition as in `trunk`)."""
-        modulation = self.adaln_before_head.adaLN_modulation(condition)
-        return self.lm_head(self.adaln_before_head(x, modulation if rows is None else modulation[rows]))
+    def head(self, x: torch.Tensor, condition: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K] (condition, rows as in `trunk`)."""
+        modulation = self.adaln_before_head.adaLN_modulation(condition)[rows]  # [B, T, 2D]
+        return self.lm_head(self.adaln_before_head(x, modulation))
 
     # ---------------------------------------------------------------- public API
     def logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Teacher-forced next-token logits [B, N, K]: row i predicts tokens[:, i]."""
         self.check_inputs(labels, tokens)
-        x, condition = self.embed(tokens[:, :-1], labels)  # [B, N+1, D]
-        x, _ = self.trunk(x, condition)
-        return self.head(x[:, 1:], condition[:, 1:])  # drop cls
+        x, condition, rows = self.embed(tokens[:, :-1], labels)  # [B, N+1, D]
+        x, _ = self.trunk(x, condition, rows)
+        return self.head(x[:, 1:], condition[:, 1:], rows)  # drop cls
 
     def training_losses(
         self,
@@ -259,11 +260,9 @@ class Generator(nn.Module):
                 f"tokens and context must both be [B, {c.num_tokens}], "
                 f"got {tuple(tokens.shape)} and {tuple(context.shape)}"
             )
-        distinct, rows = torch.unique(labels, return_inverse=True)  # [U], [B]
-        x, _ = self.embed(context, labels)  # [B, N+2, D]
-        condition = self.label_embedding(distinct)[:, None] + self.timesteps_embeddings[:, : c.num_tokens + 2]
+        x, condition, rows = self.embed(context, labels)  # [B, N+2, D], [U, N+2, D], [B]
         layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
-        x, captured = self.trunk(x, condition, capture=layers, rows=rows)  # condition [U, N+2, D]
+        x, captured = self.trunk(x, condition, rows, capture=layers)
         logits = self.head(x[:, 1:-1], condition[:, 1:-1], rows)  # [B, N, K]
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
         if not c.align.enabled:

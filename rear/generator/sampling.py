@@ -85,11 +85,8 @@ def forward_step(
     state.cache.at(positions)
     x = x + state.positions[positions]  # [R, T, D]
     condition = state.label_embedding[:, None] + model.timesteps_embeddings[0, positions]  # [U, T, D]
-    for block in model.blocks:
-        x = block(x, block.adaLN_modulation(condition)[state.rows], state.cache)
-    last = condition[:, -1:]  # [U, 1, D]
-    modulation = model.adaln_before_head.adaLN_modulation(last)[state.rows]  # [R, 1, 2D]
-    return model.lm_head(model.adaln_before_head(x[:, -1:], modulation))[:, 0]  # [R, K]
+    x, _ = model.trunk(x, condition, state.rows, state.cache)
+    return model.head(x[:, -1:], condition[:, -1:], state.rows)[:, 0]  # [R, K]
 
 
 def prefill(model: Generator, state: DecodeState) -> torch.Tensor:
@@ -168,16 +165,16 @@ def generate_recompute(
     model.check_inputs(labels)
     B, N = labels.shape[0], model.config.num_tokens
     guided = cfg_scale != 1
-    rows = torch.cat([labels, torch.full_like(labels, model.null_label)]) if guided else labels
+    row_labels = torch.cat([labels, torch.full_like(labels, model.null_label)]) if guided else labels
     tokens = labels.new_empty(B, 0)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for step in range(N):
             context = tokens.repeat(2, 1) if guided else tokens  # [R, step]
-            x, condition = model.embed(context, rows)
-            x, _ = model.trunk(x, condition)
-            logits = model.head(x[:, -1:], condition[:, -1:])[:, 0]  # [R, K]
+            x, condition, rows = model.embed(context, row_labels)
+            x, _ = model.trunk(x, condition, rows)
+            logits = model.head(x[:, -1:], condition[:, -1:], rows)[:, 0]  # [R, K]
             if guided:
                 cond, uncond = logits.float().chunk(2)
                 logits = uncond + (cond - uncond) * cfg_schedule(step, N, cfg_scale, cfg_power)
