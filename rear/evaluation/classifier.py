@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from rear.checkpoint import CONFIG, WEIGHTS, load_state, replace_dir
 from rear.config import ClassifierConfig, merge, to_dict
+from rear.metrics.features import embed_batches
 
 
 class Classifier(nn.Module):
@@ -45,19 +46,16 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(images)))
 
-    @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 500) -> dict[str, np.ndarray]:
         """{"pool": features [n, F], "spatial": [n, 7*s*s], "probs": softmax [n, classes]}, eval mode."""
         self.eval()
-        out = {"pool": [], "spatial": [], "probs": []}
-        device = next(self.parameters()).device
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].to(device).float()
+
+        def extract(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            x = x.float()
             f = self.features(x)
-            out["pool"].append(f.cpu())
-            out["spatial"].append(self.spatial_features(x).cpu())
-            out["probs"].append(self.head(f).softmax(-1).cpu())
-        return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+            return {"pool": f, "spatial": self.spatial_features(x), "probs": self.head(f).softmax(-1)}
+
+        return embed_batches(extract, images, batch_size, next(self.parameters()).device)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rear.checkpoint import load_state
+from rear.metrics.features import embed_batches
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -183,16 +184,10 @@ class InceptionFeatures(nn.Module):
         probs = (pool @ self.fc.weight.T).softmax(-1)  # [B, 1008]
         return {"pool": pool, "spatial": spatial, "probs": probs}
 
-    @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 50) -> dict[str, np.ndarray]:
         """{"pool": [n, 2048], "spatial": [n, 2023], "probs": [n, 1008]} float64, like `Classifier.embed`."""
         self.eval()
-        device = next(self.parameters()).device
-        out = {"pool": [], "spatial": [], "probs": []}
-        for start in range(0, len(images), batch_size):
-            for key, value in self(images[start : start + batch_size].to(device)).items():
-                out[key].append(value.cpu())
-        return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+        return embed_batches(self, images, batch_size, next(self.parameters()).device)
 
 
 def load_inception(path: str | Path | None = None) -> InceptionFeatures:
