@@ -230,6 +230,16 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     print(json.dumps(results, indent=2))
 
 
+def cmd_study(args: argparse.Namespace) -> None:
+    from rear.config import StudyConfig, merge
+    from rear.study import run_study
+
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(f"config {args.config} not found; run from the repository root or pass its path")
+    results = run_study(merge(StudyConfig, args.config, args.overrides), quick=args.quick)
+    print(f"results: {results}")
+
+
 def _add_extractor_flags(parser: argparse.ArgumentParser) -> None:
     extractor = parser.add_mutually_exclusive_group(required=True)
     extractor.add_argument("--classifier", help="domain classifier folder (rear eval train-classifier): small datasets")
@@ -368,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--data-dir")
     _add_sampling_flags(diagnose)
     diagnose.set_defaults(func=cmd_diagnose)
+
+    study = commands.add_parser(
+        "study", help="plain AR vs reAR and the two ablations, several seeds, resumable (results.json)",
+        description="Train and evaluate the four arms (plain AR, noisy context only, embedding alignment only, "
+        "reAR) over several seeds: FID against training steps, CFG chosen on a validation split, final scores "
+        "on the test split, consistency diagnostics. Every finished unit is recorded in RESULTS/results.json at "
+        "once; running the same command again skips what is done and resumes a half-trained run.")
+    study.add_argument("config", help="study YAML, e.g. configs/fmnist/study.yaml")
+    study.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds.ar=5 train.steps=3200")
+    study.add_argument("--quick", action="store_true",
+                       help="the same pipeline on a budget of minutes, written under OUT-quick (never to results/)")
+    study.set_defaults(func=cmd_study)
     return parser
 
 

@@ -266,3 +266,44 @@ class ClassifierConfig:
     batch_size: int = 128
     learning_rate: float = 3e-3
     seed: int = 0
+
+
+# --- `rear study`: plain AR, its two ablations and reAR, several seeds (rear/study) ---
+
+
+@dataclass
+class StudyConfig:
+    """One study: a data split, a shared tokenizer and classifier, the four arms over several seeds.
+
+    The arms share `train` (generator, steps, schedule) and differ only by rear.study.ARMS; run k of
+    an arm uses seed `train.seed + k`. Evaluation points, sample counts and the CFG grid are the same
+    for every arm.
+    """
+
+    out: str = "runs/study/fashion_mnist"  # scratch: tokenizer, classifier, stores, runs, samples
+    results: str = "results/fashion_mnist"  # results.json, table.md, plots, grids (what is committed)
+    data_dir: Optional[str] = None  # Fashion-MNIST IDX folder; None searches the usual places
+    threads: int = 1  # torch CPU threads for every unit
+    # Fashion-MNIST train, split once per class by `split_seed`: validation (CFG selection),
+    # noise-floor images (real held-out vs test), then the generator's training images
+    # (0 = all the rest). The test split is only ever scored against.
+    split_seed: int = 0
+    val_per_class: int = 500
+    floor_per_class: int = 1000
+    train_per_class: int = 400
+    flip: bool = False  # a mirrored second view: Fashion-MNIST's shoes all face one way
+    seeds: dict[str, int] = field(default_factory=lambda: {"ar": 3, "noisy": 1, "embed": 1, "rear": 3})
+    tokenizer: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    # shared by every arm; store, tokenizer and out_dir are filled in by the study
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(store="", tokenizer=""))
+    eval_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    curve_samples: int = 2000  # per evaluation point, at train.sample's CFG, FID against the test split
+    cfg_grid: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0])
+    val_samples: int = 2000  # per grid value, FID against the validation split (first seed of each arm)
+    final_samples: int = 10_000  # class-balanced, at the arm's chosen CFG, scored against the test split
+    sample_batch_size: int = 250
+    diagnose_count: int = 2000  # held-out (test) items for the correct-token ratio
+    diagnose_noise: float = 0.5  # corruption bound r of the noisy context in the correct-token ratio
+    retok_samples: int = 1000  # samples for re-tokenization consistency
+    sfid: bool = True  # also sFID (seconds per score: a square root of a 1792 x 1792 covariance)

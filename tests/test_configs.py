@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rear.config import TokenizerTrainConfig, TrainConfig, merge
+from rear.config import StudyConfig, TokenizerTrainConfig, TrainConfig, merge
 from rear.generator import Generator
 from rear.tokenizer.conv_vq import ConvVQTokenizer
 
@@ -22,7 +22,13 @@ def test_config_parses_and_builds(path):
         tokenizer = ConvVQTokenizer(config.model)
         assert tokenizer.num_tokens == 64 and tokenizer.encode(torch.rand(1, 1, 32, 32)).shape == (1, 64)
         return
-    config = merge(TrainConfig, str(path), ["store=s", "tokenizer=t"])
+    if path.name.startswith("study"):
+        study = merge(StudyConfig, str(path))
+        assert study.tokenizer == merge(TokenizerTrainConfig, str(path.parent / "tokenizer.yaml"), {"out": study.tokenizer.out})
+        assert study.train.noise.anneal_end == 3 * study.train.steps // 4
+        config = study.train
+    else:
+        config = merge(TrainConfig, str(path), ["store=s", "tokenizer=t"])
     generator = config.generator.validate()
     assert config.batch_size % config.grad_accumulation == 0
     assert generator.align.decode_layer == 3 * generator.depth // 4

@@ -55,15 +55,21 @@ class Source:
     read: Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor, list[str]]]
 
 
-def fashion_mnist_source(split: str, data_dir: str | None = None, channels: int = 1) -> Source:
-    """Fashion-MNIST, 28x28 zero-padded to the tokenizer's size."""
+def fashion_mnist_source(split: str, data_dir: str | None = None, channels: int = 1,
+                         subset: tuple[str, np.ndarray] | None = None) -> Source:
+    """Fashion-MNIST, 28x28 zero-padded to the tokenizer's size; `subset` = (name, indices) keeps
+    only those images, in that order (a named part of a split, e.g. a study's training images)."""
     images, labels = load_fashion_mnist(split, data_dir)
+    identity = f"fashion-mnist:{split}"
+    if subset is not None:
+        name, indices = subset
+        images, labels, identity = images[indices], labels[indices], f"{identity}[{name}]"
 
     def read(start: int, stop: int, size: int):
         x = to_tensor(images[start:stop], size)
         return x.expand(-1, channels, -1, -1), torch.from_numpy(labels[start:stop]), []
 
-    return Source(f"fashion-mnist:{split}", len(images), list(FASHION_CLASSES), read)
+    return Source(identity, len(images), list(FASHION_CLASSES), read)
 
 
 def folder_source(root: str | Path, channels: int = 3, workers: int = 4) -> Source:

@@ -79,12 +79,11 @@ def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.
 def score(
     features: dict[str, np.ndarray], reference: dict[str, np.ndarray], labels: np.ndarray | None, k: int = 3,
 ) -> dict[str, float]:
-    """All metrics of sample features against reference statistics."""
-    metrics = {
-        "fid": frechet_distance(*statistics(features["pool"]), reference["mu"], reference["sigma"]),
-        "sfid": frechet_distance(*statistics(features["spatial"]), reference["mu_s"], reference["sigma_s"]),
-        "inception_score": inception_score(features["probs"], splits=min(10, len(features["probs"]))),
-    }
+    """All metrics of sample features against reference statistics (sFID when `features` has "spatial")."""
+    metrics = {"fid": frechet_distance(*statistics(features["pool"]), reference["mu"], reference["sigma"])}
+    if "spatial" in features:  # sFID: a matrix square root of the spatial covariance, seconds at 1792 dims
+        metrics["sfid"] = frechet_distance(*statistics(features["spatial"]), reference["mu_s"], reference["sigma_s"])
+    metrics["inception_score"] = inception_score(features["probs"], splits=min(10, len(features["probs"])))
     metrics["precision"], metrics["recall"] = precision_recall(reference["pool"], features["pool"], k=k)
     if labels is not None:
         metrics["class_accuracy"] = float((features["probs"].argmax(1) == labels).mean())

@@ -100,16 +100,20 @@ def sample_grid(model: Generator, tokenizer, config: TrainConfig, path: Path) ->
     return save_grid(tokenizer.decode(tokens).float().cpu(), path, columns=config.samples_per_class)
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) a training run; returns the final checkpoint folder."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, until: int | None = None) -> Path:
+    """Run (or resume) a training run up to `until` optimizer steps (default: all of them) and save it
+    there; the schedule is always that of `config.steps`, so stopping at `until` and resuming is the
+    same run. Returns the checkpoint folder."""
     world = setup()
     try:
-        return _train(config, world, resume, progress)
+        return _train(config, world, resume, progress, config.steps if until is None else until)
     finally:
         teardown()
 
 
-def _train(config: TrainConfig, world: World, resume: bool, progress: bool) -> Path:
+def _train(config: TrainConfig, world: World, resume: bool, progress: bool, until: int) -> Path:
+    if not 0 < until <= config.steps:
+        raise ValueError(f"cannot stop at step {until}: the run has {config.steps} steps")
     if config.threads:
         torch.set_num_threads(config.threads)
     B, accum = config.batch_size, config.grad_accumulation
@@ -136,6 +140,8 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool) -> P
         start, rng = load_training(checkpoint, model, ema, optimizer)
         if len(rng) != world.size:
             raise ValueError(f"{checkpoint} was written by {len(rng)} ranks; resume it with as many")
+        if start > until:
+            raise ValueError(f"{checkpoint} is at step {start}, past the requested stop at step {until}")
         torch.set_rng_state(rng[world.rank])
     elif checkpoint.exists():
         raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another out_dir")
@@ -158,9 +164,9 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool) -> P
         if world.size > 1:
             dist.barrier()
 
-    bar = tqdm(total=config.steps, initial=start, disable=not (progress and world.main), unit="step", desc="train")
+    bar = tqdm(total=until, initial=start, disable=not (progress and world.main), unit="step", desc="train")
     model.train()
-    for step in range(start, config.steps):
+    for step in range(start, until):
         began = time.perf_counter()
         lr = learning_rate(step, config.steps, config.optim)
         for group in optimizer.param_groups:
@@ -198,14 +204,15 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool) -> P
             bar.set_postfix(ce=f"{record['ce']:.3f}", align=f"{record['align']:.3f}", lr=f"{lr:.2e}",
                             r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
         bar.update(1)
-        if done % config.checkpoint_every == 0 and done != config.steps:
+        if done % config.checkpoint_every == 0 and done != until:
             save(done)
         due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
         if world.main and config.samples_per_class and due:
             tokenizer = tokenizer or load_tokenizer(config.tokenizer, device)
             sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
     bar.close()
-    save(config.steps)
+    if start < until:
+        save(until)
     logger.close()
     if world.main and (out / LOG).is_file():
         plot_losses(out / LOG, out / "loss.png")

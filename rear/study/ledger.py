@@ -1,0 +1,93 @@
+"""results.json: the study config, and one record per finished unit, rewritten atomically.
+
+A unit is recorded the moment it finishes, with its wall seconds, torch threads, and the commit it
+ran on, so a study stopped at any moment loses at most the unit in progress, and a re-run skips every
+recorded unit. The summary the report derives from the records is written beside them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import rear
+
+RESULTS = "results.json"
+# settings that change where and how fast a study runs, never what it measures
+UNCOMPARED = ("out", "results", "data_dir", "threads")
+
+
+def git_commit() -> str:
+    """The commit of the rear checkout (with '+dirty' for uncommitted tracked changes), or 'unknown'."""
+    root = Path(rear.__file__).resolve().parents[1]
+    try:
+        run = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,  # noqa: E731
+                                           check=True, timeout=10).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _measured(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in UNCOMPARED}
+
+
+class Ledger:
+    """The records of finished units in `folder/results.json`; refuses a file of another study config."""
+
+    def __init__(self, folder: str | Path, config: dict) -> None:
+        self.path = Path(folder) / RESULTS
+        self.commit = git_commit()
+        config = json.loads(json.dumps(config, default=_plain))  # enums and tuples as JSON has them
+        if self.path.is_file():
+            data = json.loads(self.path.read_text())
+            if _measured(data.get("config", {})) != _measured(config):
+                changed = sorted(k for k in set(data.get("config", {})) | set(config)
+                                 if k not in UNCOMPARED and data.get("config", {}).get(k) != config.get(k))
+                raise ValueError(f"{self.path} holds a study of another config (differs in {', '.join(changed)}); "
+                                 "restore that config or set results=... and out=... to start a new study")
+            self.units: dict[str, dict] = data["units"]
+        else:
+            self.units = {}
+        self.config = config
+
+    def done(self, key: str) -> bool:
+        return key in self.units
+
+    def __getitem__(self, key: str) -> dict:
+        return self.units[key]
+
+    def record(self, key: str, result: dict, seconds: float, summary: dict) -> None:
+        """Add a finished unit and rewrite the file (summary first, then the raw records)."""
+        self.units[key] = {**result, "seconds": round(seconds, 2), "threads": torch.get_num_threads(),
+                           "commit": self.commit, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.write(summary)
+
+    def write(self, summary: dict) -> None:
+        commits = sorted({u["commit"] for u in self.units.values()})
+        data = {**summary, "config": self.config, "commit": commits[-1] if len(commits) == 1 else commits,
+                "cpu_hours": self.cpu_hours(), "units": self.units}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=_plain))
+        os.replace(tmp, self.path)
+
+    def cpu_hours(self) -> float:
+        """Sum over finished units of wall time x threads."""
+        return round(sum(u["seconds"] * u["threads"] for u in self.units.values()) / 3600, 3)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and enums."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,383 @@
+"""The study as a list of units, each recorded in results.json the moment it finishes.
+
+shared       tokenizer, classifier, stores (training subset and test split), references (statistics
+             of the test and validation splits, the FID noise floor, the tokenizer's ceiling)
+per run      <arm>/<k>/step_<s>: train run k of the arm up to step s (resuming its checkpoint), then
+             the FID of `curve_samples` at train.sample's CFG against the test split
+per arm      <arm>/cfg_<g>: the arm's first run at CFG g, FID against the validation split only
+per run      <arm>/<k>/final: `final_samples` at the arm's chosen CFG against the test split, and the
+             consistency diagnostics
+Runs go seed-major (every arm's first run, then every second run, ...), so a partial study already
+compares all arms.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rear.config import StudyConfig, TrainConfig, merge, to_dict
+from rear.study import report
+from rear.study.ledger import Ledger
+
+# The four arms as overrides of the shared reAR training config.
+ARMS: dict[str, dict] = {
+    "ar": {"noise": {"enabled": False}, "generator": {"align": {"encode": False, "decode": False}}},
+    "noisy": {"generator": {"align": {"encode": False, "decode": False}}},
+    "embed": {"noise": {"enabled": False}},
+    "rear": {},
+}
+
+# `--quick`: the same pipeline on a budget of minutes, written under `<out>-quick`.
+QUICK = [
+    "tokenizer.steps=60", "tokenizer.eval_size=1000", "classifier.epochs=1", "classifier.widths=[16,32,64]",
+    "val_per_class=30", "floor_per_class=30", "train_per_class=30", "seeds.ar=2", "seeds.rear=2",
+    "train.steps=40", "train.noise.anneal_end=30", "train.optim.warmup_steps=4", "train.checkpoint_every=20",
+    "train.log_every=10", "train.generator.width=64", "train.generator.depth=2", "train.generator.heads=2",
+    "train.generator.align.decode_layer=1", "train.generator.align.projection_dim=64",
+    "curve_samples=100", "cfg_grid=[1.0,3.0]", "val_samples=100", "final_samples=200",
+    "diagnose_count=200", "retok_samples=50",
+]
+
+TEST_REF, VAL_REF = "test.npz", "validation.npz"
+
+
+def split_indices(labels: np.ndarray, config: StudyConfig) -> dict[str, np.ndarray]:
+    """Disjoint sorted indices of Fashion-MNIST train per part, drawn per class by `split_seed`."""
+    rng = np.random.default_rng(config.split_seed)
+    a = config.val_per_class
+    b = a + config.floor_per_class
+    parts: dict[str, list[np.ndarray]] = {"validation": [], "floor": [], "train": []}
+    for c in range(int(labels.max()) + 1):
+        items = rng.permutation(np.flatnonzero(labels == c))
+        if len(items) < b + max(config.train_per_class, 1):
+            raise ValueError(f"class {c} has {len(items)} training images; val_per_class + floor_per_class + "
+                             f"train_per_class = {b + config.train_per_class} do not fit")
+        parts["validation"].append(items[:a])
+        parts["floor"].append(items[a:b])
+        parts["train"].append(items[b : b + config.train_per_class] if config.train_per_class else items[b:])
+    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def eval_steps(config: StudyConfig) -> list[int]:
+    """The optimizer steps at which every run is evaluated."""
+    steps = sorted({max(1, round(f * config.train.steps)) for f in config.eval_fractions})
+    if not config.eval_fractions or steps[-1] != config.train.steps or any(not 0 < f <= 1 for f in config.eval_fractions):
+        raise ValueError(f"eval_fractions {config.eval_fractions} must lie in (0, 1] and end with 1.0")
+    return steps
+
+
+def chosen_cfg(ledger: Ledger, arm: str, grid: list[float]) -> float:
+    """The grid value with the lowest validation FID (ties: the smaller scale)."""
+    return min(grid, key=lambda g: (ledger[f"{arm}/cfg_{g:g}"]["fid"], g))
+
+
+@dataclass
+class Unit:
+    key: str
+    run: Callable[[], dict]
+    # for the ETA: (what, amount) with what = "train:<arm>" (steps), "sample" (images) or "fixed" (seconds)
+    work: list[tuple[str, float]]
+
+
+class Study:
+    """Shared inputs, loaded on first use, and the units that use them."""
+
+    def __init__(self, config: StudyConfig, ledger: Ledger) -> None:
+        self.config, self.ledger = config, ledger
+        self.out, self.results = Path(config.out), Path(config.results)
+        self.steps = eval_steps(config)
+
+    # ------------------------------------------------------------ shared inputs
+    @cached_property
+    def fashion(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        from rear.data.fashion_mnist import load_fashion_mnist
+
+        return {split: load_fashion_mnist(split, self.config.data_dir) for split in ("train", "test")}
+
+    @cached_property
+    def splits(self) -> dict[str, np.ndarray]:
+        return split_indices(self.fashion["train"][1], self.config)
+
+    def real_images(self, split: str, part: str | None = None) -> np.ndarray:
+        """uint8 [n, S, S, 3] of a split (or a part of the train split), at the tokenizer's size."""
+        from rear.data.fashion_mnist import to_tensor
+        from rear.images import to_uint8
+
+        images = self.fashion[split][0]
+        if part is not None:
+            images = images[self.splits[part]]
+        return to_uint8(to_tensor(images, self.config.tokenizer.model.image_size)).repeat(3, axis=-1)
+
+    @cached_property
+    def tokenizer(self):
+        from rear.tokenizer.load import load_tokenizer
+
+        return load_tokenizer(self.out / "tokenizer")
+
+    @cached_property
+    def classifier(self):
+        from rear.evaluation.classifier import load_classifier
+
+        return load_classifier(self.out / "classifier")
+
+    def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        from rear.evaluation.evaluate import to_classifier_input
+
+        return self.classifier.embed(to_classifier_input(images, self.classifier))
+
+    def score(self, images: np.ndarray, reference: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+        from rear.evaluation.evaluate import score
+
+        features = self.embed(images)
+        if not self.config.sfid:
+            features.pop("spatial")
+        return score(features, reference, labels)
+
+    @cached_property
+    def references(self) -> dict[str, dict[str, np.ndarray]]:
+        from rear.evaluation.evaluate import load_reference
+
+        return {name: load_reference(self.out / "references" / name) for name in (TEST_REF, VAL_REF)}
+
+    @cached_property
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from rear.data.store import TokenStore
+        from rear.evaluation.diagnose import heldout_tokens
+
+        return heldout_tokens(TokenStore(self.out / "store-test"), self.config.diagnose_count)
+
+    # ------------------------------------------------------------ shared units
+    def train_tokenizer(self) -> dict:
+        from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
+
+        c = self.config
+        config = dataclasses.replace(c.tokenizer, out=str(self.out / "tokenizer"), threads=c.threads, data_dir=c.data_dir)
+        saved = self.out / "tokenizer" / METRICS
+        if saved.is_file():  # trained earlier (or by hand with the same recipe): reuse it
+            import json
+
+            metrics = json.loads(saved.read_text())
+            uncompared = ("out", "threads", "data_dir")
+            if {k: v for k, v in metrics["config"].items() if k not in uncompared} != \
+                    {k: v for k, v in to_dict(config).items() if k not in uncompared}:
+                raise ValueError(f"{saved.parent} was trained with another tokenizer config; remove it or set out=...")
+        else:
+            metrics = train_tokenizer(config, *fashion_mnist_images(c.data_dir, config.model.image_size), progress=False)
+        return {"psnr": metrics["psnr"], "codes_used": round(metrics["usage"] * config.model.codebook_size),
+                "usage": metrics["usage"], "train_seconds": metrics["train_seconds"]}
+
+    def train_classifier(self) -> dict:
+        import json
+
+        from rear.data.fashion_mnist import to_tensor
+        from rear.evaluation.classifier import train_classifier
+
+        c, folder = self.config.classifier, self.out / "classifier"
+        if (folder / "metrics.json").is_file() and json.loads((folder / "config.json").read_text()) == to_dict(c):
+            metrics = json.loads((folder / "metrics.json").read_text())
+        else:
+            tensors = {s: (to_tensor(x, c.image_size), torch.from_numpy(y)) for s, (x, y) in self.fashion.items()}
+            metrics = train_classifier(c, tensors["train"], tensors["test"], folder, progress=False)
+        return {"test_acc": metrics["test_accuracy"]}
+
+    def make_stores(self) -> dict:
+        from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
+
+        tokenizer, made = self.tokenizer, {}
+        for name, split, subset in (("store-train", "train", ("study-train", self.splits["train"])),
+                                    ("store-test", "test", None)):
+            folder = self.out / name
+            if not TokenStore.is_complete(folder):
+                source = fashion_mnist_source(split, self.config.data_dir, tokenizer.channels, subset)
+                pretokenize(source, tokenizer, folder, tokenizer_path=str(self.out / "tokenizer"),
+                            flip=self.config.flip and name == "store-train", progress=False)
+            made[name] = len(TokenStore(folder))
+        return {"train_images": made["store-train"], "test_images": made["store-test"],
+                "validation_images": len(self.splits["validation"]), "floor_images": len(self.splits["floor"])}
+
+    def make_references(self) -> dict:
+        from rear.data.fashion_mnist import to_tensor
+        from rear.evaluation.diagnose import tokenizer_ceiling
+        from rear.evaluation.evaluate import save_reference
+
+        folder = self.out / "references"
+        folder.mkdir(parents=True, exist_ok=True)
+        test = self.embed(self.real_images("test"))
+        size = self.config.tokenizer.model.image_size
+        for name, features in ((TEST_REF, test), (VAL_REF, self.embed(self.real_images("train", "validation")))):
+            save_reference(folder / f".{name}", features, size)
+            (folder / f".{name}").replace(folder / name)
+        self.__dict__.pop("references", None)
+        reference, labels = self.references[TEST_REF], self.fashion["train"][1]
+        floor = self.score(self.real_images("train", "floor"), reference, labels[self.splits["floor"]])
+        memorized = self.score(self.real_images("train", "train"), reference, labels[self.splits["train"]])
+        rfid = tokenizer_ceiling(self.tokenizer, self.classifier, to_tensor(self.fashion["test"][0], size))
+        return {"noise_floor": floor, "training_images": memorized, "tokenizer_rfid": rfid}
+
+    # ------------------------------------------------------------ runs
+    def run_config(self, arm: str, k: int) -> TrainConfig:
+        c = self.config
+        return merge(c.train, ARMS[arm], {
+            "store": str(self.out / "store-train"), "tokenizer": str(self.out / "tokenizer"),
+            "out_dir": str(self.run_dir(arm, k)), "seed": c.train.seed + k, "threads": c.threads})
+
+    def run_dir(self, arm: str, k: int) -> Path:
+        return self.out / "runs" / f"{arm}-{k}"
+
+    def sample_and_score(self, checkpoint: Path, folder: Path, count: int, cfg: float, reference: str,
+                         keep: bool = False) -> tuple[dict, float]:
+        """Class-balanced samples of a checkpoint at CFG `cfg`, scored; (metrics, sampling seconds)."""
+        from rear.checkpoint import load_generator
+        from rear.evaluation.evaluate import load_images
+        from rear.evaluation.samples import write_samples
+
+        model = load_generator(checkpoint).eval()
+        sample = dataclasses.replace(self.config.train.sample, cfg_scale=cfg)
+        began = time.perf_counter()
+        path = write_samples(model, self.tokenizer, folder, count, sample, batch_size=self.config.sample_batch_size,
+                             provenance={"checkpoint": str(checkpoint)}, progress=False)
+        seconds = time.perf_counter() - began
+        images, labels = load_images(path)
+        metrics = self.score(images, self.references[reference], labels)
+        shutil.rmtree(folder / "png")
+        if not keep:
+            shutil.rmtree(folder)
+        return metrics, seconds
+
+    def train_and_curve(self, arm: str, k: int, step: int, previous: int) -> dict:
+        from rear.train.trainer import CHECKPOINT, train
+
+        run = self.run_dir(arm, k)
+        resume = (run / CHECKPOINT).is_dir()
+        if not resume and run.exists():
+            shutil.rmtree(run)  # killed before its first checkpoint: start clean, logs included
+        began = time.perf_counter()
+        train(self.run_config(arm, k), resume=resume, progress=False, until=step)
+        train_seconds = time.perf_counter() - began
+        metrics, sample_seconds = self.sample_and_score(
+            run / CHECKPOINT, run / "eval" / f"step_{step}", self.config.curve_samples,
+            self.config.train.sample.cfg_scale, TEST_REF)
+        return {**metrics, "step": step, "cfg_scale": self.config.train.sample.cfg_scale,
+                "train_steps": step - previous, "train_seconds": train_seconds, "sample_seconds": sample_seconds}
+
+    def cfg_point(self, arm: str, cfg: float) -> dict:
+        from rear.train.trainer import CHECKPOINT
+
+        run = self.run_dir(arm, 0)
+        metrics, seconds = self.sample_and_score(run / CHECKPOINT, run / "eval" / f"cfg_{cfg:g}",
+                                                 self.config.val_samples, cfg, VAL_REF)
+        return {**metrics, "cfg_scale": cfg, "reference": "validation", "sample_seconds": seconds}
+
+    def final(self, arm: str, k: int) -> dict:
+        from rear.checkpoint import load_generator
+        from rear.evaluation import diagnose as d
+        from rear.train.trainer import CHECKPOINT
+
+        c, run = self.config, self.run_dir(arm, k)
+        cfg = chosen_cfg(self.ledger, arm, c.cfg_grid)
+        folder = run / "eval" / "final"
+        metrics, seconds = self.sample_and_score(run / CHECKPOINT, folder, c.final_samples, cfg, TEST_REF, keep=True)
+        if k == 0:
+            report.sample_grid(folder / "samples.npz", self.results / f"grid_{arm}.png", c.classifier.num_classes)
+        model = load_generator(run / CHECKPOINT).eval()
+        tokens, labels = self.heldout
+        sample = dataclasses.replace(c.train.sample, cfg_scale=cfg)
+        return {**metrics, "cfg_scale": cfg, "sample_seconds": seconds,
+                "retok_consistency": d.retokenization_consistency(
+                    model, self.tokenizer, torch.arange(c.retok_samples) % model.config.num_classes, sample),
+                "correct_token_clean": d.token_accuracy(model, tokens, labels, 0.0),
+                "correct_token_noisy": d.token_accuracy(model, tokens, labels, c.diagnose_noise)}
+
+    # ------------------------------------------------------------ the plan
+    def units(self) -> list[Unit]:
+        c = self.config
+        units = [Unit("tokenizer", self.train_tokenizer, [("fixed", 900)]),
+                 Unit("classifier", self.train_classifier, [("fixed", 300)]),
+                 Unit("stores", self.make_stores, [("fixed", 120)]),
+                 Unit("references", self.make_references, [("fixed", 120)])]
+        for k in range(max(c.seeds.values())):
+            for arm in ARMS:
+                if k >= c.seeds[arm]:
+                    continue
+                previous = 0
+                for step in self.steps:
+                    units.append(Unit(f"{arm}/{k}/step_{step}", self._bind(self.train_and_curve, arm, k, step, previous),
+                                      [(f"train:{arm}", step - previous), ("sample", c.curve_samples)]))
+                    previous = step
+                if k == 0:
+                    units += [Unit(f"{arm}/cfg_{g:g}", self._bind(self.cfg_point, arm, g), [("sample", c.val_samples)])
+                              for g in c.cfg_grid]
+                units.append(Unit(f"{arm}/{k}/final", self._bind(self.final, arm, k),
+                                  [("sample", c.final_samples + c.retok_samples)]))
+        return units
+
+    @staticmethod
+    def _bind(function: Callable[..., dict], *args) -> Callable[[], dict]:
+        return lambda: function(*args)
+
+
+def estimate(units: list[Unit], ledger: Ledger) -> float:
+    """Seconds the units not yet recorded should take, at the rates measured so far."""
+    trained: dict[str, tuple[float, int]] = {}  # arm -> (seconds, steps)
+    for key, record in ledger.units.items():
+        if record.get("train_steps"):
+            seconds, steps = trained.get(key.split("/")[0], (0.0, 0))
+            trained[key.split("/")[0]] = (seconds + record["train_seconds"], steps + record["train_steps"])
+    pooled = tuple(map(sum, zip(*trained.values()))) or (1.0, 1)  # 1 s a step until one is measured
+    sampled = [(r["sample_seconds"], r["num_samples"]) for r in ledger.units.values() if "sample_seconds" in r]
+    per_sample = sum(s for s, _ in sampled) / sum(n for _, n in sampled) if sampled else 0.02
+
+    def rate(what: str) -> float:
+        if what.startswith("train:"):
+            seconds, steps = trained.get(what[len("train:"):], pooled)
+            return seconds / steps
+        return per_sample if what == "sample" else 1.0
+
+    return sum(amount * rate(what) for unit in units if not ledger.done(unit.key) for what, amount in unit.work)
+
+
+def quick_config(config: StudyConfig) -> StudyConfig:
+    """`--quick`: QUICK's budget, everything (results included) under the scratch folder `<out>-quick`."""
+    return merge(config, QUICK, {"out": f"{config.out}-quick", "results": f"{config.out}-quick/results"})
+
+
+def run_study(config: StudyConfig, quick: bool = False) -> Path:
+    """Run every unit not yet in results.json; returns the results folder."""
+    if quick:
+        config = quick_config(config)
+    unknown = set(config.seeds) - set(ARMS)
+    if unknown or min(config.seeds.values(), default=0) < 1:
+        raise ValueError(f"seeds must give every arm of {list(ARMS)} at least one run, got {dict(config.seeds)}")
+    if not (config.train.noise.enabled and config.train.generator.align.encode and config.train.generator.align.decode):
+        raise ValueError("the study's train config must be the full reAR recipe (noise and both alignment heads on); "
+                         "the arms switch parts off")
+    torch.set_num_threads(config.threads)
+    ledger = Ledger(config.results, to_dict(config))
+    study = Study(config, ledger)
+    units = study.units()
+    began = time.perf_counter()
+    for unit in units:
+        if ledger.done(unit.key):
+            continue
+        done = sum(ledger.done(u.key) for u in units)
+        eta = estimate(units, ledger)
+        print(f"[study {done}/{len(units)} done, {(time.perf_counter() - began) / 60:.0f} min this sitting, "
+              f"ETA {eta / 3600:.1f} h] {unit.key} ...", flush=True)
+        started = time.perf_counter()
+        result = unit.run()
+        ledger.record(unit.key, result, time.perf_counter() - started, report.summarize(ledger.units, config))
+        print(f"    {report.describe(unit.key, ledger[unit.key])}", flush=True)
+        report.write(config, ledger, study.out)
+    ledger.write(report.summarize(ledger.units, config))
+    report.write(config, ledger, study.out)
+    print(f"study complete: {ledger.path} ({ledger.cpu_hours():.2f} CPU-hours)", file=sys.stderr)
+    return Path(config.results)

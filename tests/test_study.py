@@ -1,0 +1,161 @@
+"""`rear study` plumbing on a tiny config: arms, resume and skip, results.json, CFG on validation only."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rear.config import StudyConfig, merge
+from rear.study import ARMS, pipeline
+from rear.study.pipeline import chosen_cfg, quick_config, run_study, split_indices
+from test_fashion_mnist import fake_fashion_mnist
+
+
+def tiny_study(root, data, *overrides):
+    return merge(StudyConfig, {
+        "out": str(root / "out"), "results": str(root / "results"), "data_dir": str(data), "threads": 1,
+        "val_per_class": 2, "floor_per_class": 2, "train_per_class": 4,
+        "seeds": {"ar": 2, "noisy": 1, "embed": 1, "rear": 2},
+        "tokenizer": {"steps": 3, "batch_size": 8, "eval_size": 10,
+                      "model": {"codebook_size": 16, "code_dim": 4, "widths": [8, 8, 16], "res_blocks": [0, 0, 1], "groups": 4}},
+        "classifier": {"epochs": 1, "batch_size": 16, "widths": [8, 16], "feature_dim": 16},
+        "train": {"generator": {"codebook_size": 16, "num_classes": 10, "num_tokens": 64, "width": 32, "depth": 2,
+                                "heads": 2, "extra_position_rows": 2, "extra_step_rows": 2,
+                                "align": {"decode_layer": 1, "projection_dim": 16, "code_dim": 4}},
+                  "noise": {"anneal_end": 3}, "optim": {"warmup_steps": 1}, "steps": 4, "batch_size": 8,
+                  "grad_accumulation": 1, "bf16": False, "log_every": 1, "sample_every": 0, "samples_per_class": 0},
+        "eval_fractions": [0.5, 1.0], "curve_samples": 20, "sfid": False, "cfg_grid": [1.0, 2.0], "val_samples": 20,
+        "final_samples": 20, "sample_batch_size": 10, "diagnose_count": 10, "retok_samples": 10,
+    }, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One complete tiny study (about 20 s), shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("study")
+    data = fake_fashion_mnist(root / "data", train=100, test=40)
+    config = tiny_study(root, data)
+    run_study(config)
+    return root, data, config
+
+
+def results(root):
+    return json.loads((root / "results" / "results.json").read_text())
+
+
+def test_results_schema_and_files(finished):
+    root, _, config = finished
+    data = results(root)
+    assert set(data["arms"]) == set(ARMS) and data["complete"]
+    for arm, runs in config.seeds.items():
+        a = data["arms"][arm]
+        for key in ("fid", "is", "precision", "recall", "class_acc", "retok_consistency", "correct_token_clean",
+                    "correct_token_noisy"):
+            assert len(a[key]) == runs and all(np.isfinite(a[key])), (arm, key)
+        assert a["cfg_scale"] in config.cfg_grid
+        assert a["curve"]["steps"] == [2, 4] and [len(row) for row in a["curve"]["fid"]] == [runs, runs]
+        assert all(v is not None for row in a["curve"]["fid"] for v in row)
+    assert np.isfinite(data["noise_floor_fid"]) and data["tokenizer"]["codes_used"] > 0
+    assert set(data["tokenizer"]) == {"psnr", "rfid", "codes_used"} and 0 <= data["classifier"]["test_acc"] <= 1
+    assert data["config"]["train"]["steps"] == 4 and data["cpu_hours"] > 0 and data["commit"]
+    for name in ("table.md", "fid_vs_steps.png", "training_curves.png", "grid_ar.png", "grid_rear.png"):
+        assert (root / "results" / name).is_file(), name
+    assert "reAR" in (root / "results" / "table.md").read_text()
+
+
+def test_arms_switch_only_their_regularizers(finished):
+    root, _, config = finished
+    study = pipeline.Study(config, None)
+    for arm, noise, encode, decode in (("ar", False, False, False), ("noisy", True, False, False),
+                                       ("embed", False, True, True), ("rear", True, True, True)):
+        run = study.run_config(arm, 1)
+        assert (run.noise.enabled, run.generator.align.encode, run.generator.align.decode) == (noise, encode, decode)
+        assert run.seed == config.train.seed + 1 and run.steps == config.train.steps
+        assert run.optim == config.train.optim and run.generator.width == config.train.generator.width
+
+
+def test_cfg_is_chosen_on_the_validation_split_only(finished):
+    root, _, config = finished
+    data = results(root)
+    for arm in ARMS:
+        grid = {g: data["units"][f"{arm}/cfg_{g:g}"] for g in config.cfg_grid}
+        assert all(r["reference"] == "validation" and r["num_samples"] == config.val_samples for r in grid.values())
+        assert data["arms"][arm]["cfg_scale"] == min(grid, key=lambda g: (grid[g]["fid"], g))
+        assert all(data["units"][f"{arm}/{k}/final"]["cfg_scale"] == data["arms"][arm]["cfg_scale"]
+                   for k in range(config.seeds[arm]))
+    # the validation statistics are those of exactly the validation images
+    study = pipeline.Study(config, None)
+    features = study.embed(study.real_images("train", "validation"))["pool"]
+    assert np.allclose(np.load(root / "out" / "references" / "validation.npz")["pool"], features)
+
+
+def test_split_is_disjoint_balanced_and_fixed():
+    labels = np.arange(300) % 10
+    config = merge(StudyConfig, {"val_per_class": 5, "floor_per_class": 6, "train_per_class": 0})
+    parts = split_indices(labels, config)
+    assert [len(parts[p]) for p in ("validation", "floor", "train")] == [50, 60, 190]
+    assert len(np.unique(np.concatenate(list(parts.values())))) == 300
+    assert (np.bincount(labels[parts["validation"]]) == 5).all()
+    assert all((parts[p] == split_indices(labels, config)[p]).all() for p in parts)
+    with pytest.raises(ValueError, match="do not fit"):
+        split_indices(labels, merge(StudyConfig, {"val_per_class": 20, "floor_per_class": 10, "train_per_class": 1}))
+
+
+def test_a_rerun_skips_everything(finished, monkeypatch):
+    root, _, config = finished
+    before = results(root)["units"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished unit ran again")
+
+    monkeypatch.setattr("rear.train.trainer.train", refuse)
+    monkeypatch.setattr("rear.evaluation.samples.write_samples", refuse)
+    run_study(config)
+    assert results(root)["units"] == before
+
+
+def test_a_killed_study_resumes_where_it_stopped(tmp_path, monkeypatch):
+    data = fake_fashion_mnist(tmp_path / "data", train=100, test=40)
+    config = tiny_study(tmp_path, data, "seeds.ar=1", "seeds.rear=1")
+    calls = {"n": 0}
+    score = pipeline.Study.sample_and_score
+
+    def killed_on_second_curve(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # ar run 0 has trained to step 4 and is killed while sampling
+            raise KeyboardInterrupt
+        return score(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Study, "sample_and_score", killed_on_second_curve)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config)
+    first = results(tmp_path)["units"]
+    assert "ar/0/step_2" in first and "ar/0/step_4" not in first
+    monkeypatch.setattr(pipeline.Study, "sample_and_score", score)
+    run_study(config)
+    after = results(tmp_path)
+    assert after["complete"] and after["units"]["ar/0/step_2"] == first["ar/0/step_2"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "runs" / "ar-0" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # resumed from the step-4 checkpoint: no step trained twice
+    assert after["units"]["ar/0/step_4"]["train_steps"] == 2
+
+
+def test_another_config_is_refused(finished, tmp_path):
+    root, data, _ = finished
+    shutil.copytree(root / "results", tmp_path / "results")
+    with pytest.raises(ValueError, match="differs in train"):
+        run_study(tiny_study(tmp_path, data, "train.steps=6"))
+
+
+def test_quick_writes_only_to_scratch():
+    config = quick_config(merge(StudyConfig, {"out": "runs/x", "results": "results/x"}))
+    assert config.out == "runs/x-quick" and config.results.startswith("runs/x-quick/")
+    assert config.train.steps < 100 and config.final_samples <= 500 and config.seeds["ar"] >= 2
+
+
+def test_chosen_cfg_takes_the_lowest_validation_fid():
+    class Fake(dict):
+        pass
+
+    ledger = Fake({"ar/cfg_1": {"fid": 5.0}, "ar/cfg_2": {"fid": 3.0}, "ar/cfg_3": {"fid": 3.0}})
+    assert chosen_cfg(ledger, "ar", [1.0, 2.0, 3.0]) == 2.0
