@@ -1,4 +1,5 @@
 """reAR training: schedule, corruption, alignment positions, the trainer (DDP, resume, atomic saves)."""
+import json
 import os
 import subprocess
 import sys
@@ -158,6 +159,21 @@ def test_resume_is_exact(workspace, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 6
     assert (tmp_path / "a" / "loss.png").is_file()
+
+
+def test_stopping_at_a_step_and_resuming_is_the_same_run(workspace, tmp_path):
+    straight = weights(train(tiny_run(workspace, tmp_path / "a"), progress=False))
+    config = tiny_run(workspace, tmp_path / "b")
+    checkpoint = train(config, progress=False, until=2)
+    assert torch.load(checkpoint / "train_state.pt", weights_only=True)["step"] == 2
+    train(config, resume=True, progress=False, until=2)  # already there: trains and logs nothing
+    resumed = weights(train(config, resume=True, progress=False))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == list(range(1, 7))
+    with pytest.raises(ValueError, match="past the requested stop"):
+        train(config, resume=True, progress=False, until=3)
+    with pytest.raises(ValueError, match="cannot stop at step 7"):
+        train(config, resume=True, progress=False, until=7)
 
 
 def test_existing_run_is_not_overwritten(workspace, tmp_path):

@@ -13,6 +13,7 @@ compares all arms.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 import time
@@ -44,7 +45,7 @@ QUICK = [
     "train.log_every=10", "train.generator.width=64", "train.generator.depth=2", "train.generator.heads=2",
     "train.generator.align.decode_layer=1", "train.generator.align.projection_dim=64",
     "curve_samples=100", "cfg_grid=[1.0,3.0]", "val_samples=100", "final_samples=200",
-    "diagnose_count=200", "retok_samples=50",
+    "diagnose_count=200", "retok_samples=50", "sfid=false",
 ]
 
 TEST_REF, VAL_REF = "test.npz", "validation.npz"
@@ -163,12 +164,9 @@ class Study:
         config = dataclasses.replace(c.tokenizer, out=str(self.out / "tokenizer"), threads=c.threads, data_dir=c.data_dir)
         saved = self.out / "tokenizer" / METRICS
         if saved.is_file():  # trained earlier (or by hand with the same recipe): reuse it
-            import json
-
             metrics = json.loads(saved.read_text())
-            uncompared = ("out", "threads", "data_dir")
-            if {k: v for k, v in metrics["config"].items() if k not in uncompared} != \
-                    {k: v for k, v in to_dict(config).items() if k not in uncompared}:
+            recipe = lambda d: {k: v for k, v in d.items() if k not in ("out", "threads", "data_dir")}  # noqa: E731
+            if recipe(metrics["config"]) != recipe(json.loads(json.dumps(to_dict(config)))):
                 raise ValueError(f"{saved.parent} was trained with another tokenizer config; remove it or set out=...")
         else:
             metrics = train_tokenizer(config, *fashion_mnist_images(c.data_dir, config.model.image_size), progress=False)
@@ -176,8 +174,6 @@ class Study:
                 "usage": metrics["usage"], "train_seconds": metrics["train_seconds"]}
 
     def train_classifier(self) -> dict:
-        import json
-
         from rear.data.fashion_mnist import to_tensor
         from rear.evaluation.classifier import train_classifier
 
@@ -345,6 +341,12 @@ def estimate(units: list[Unit], ledger: Ledger) -> float:
     return sum(amount * rate(what) for unit in units if not ledger.done(unit.key) for what, amount in unit.work)
 
 
+def clock(seconds: float) -> str:
+    """h:mm"""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
 def quick_config(config: StudyConfig) -> StudyConfig:
     """`--quick`: QUICK's budget, everything (results included) under the scratch folder `<out>-quick`."""
     return merge(config, QUICK, {"out": f"{config.out}-quick", "results": f"{config.out}-quick/results"})
@@ -370,8 +372,8 @@ def run_study(config: StudyConfig, quick: bool = False) -> Path:
             continue
         done = sum(ledger.done(u.key) for u in units)
         eta = estimate(units, ledger)
-        print(f"[study {done}/{len(units)} done, {(time.perf_counter() - began) / 60:.0f} min this sitting, "
-              f"ETA {eta / 3600:.1f} h] {unit.key} ...", flush=True)
+        print(f"[study {done}/{len(units)} done, {clock(time.perf_counter() - began)} this sitting, "
+              f"ETA {clock(eta)}] {unit.key} ...", flush=True)
         started = time.perf_counter()
         result = unit.run()
         ledger.record(unit.key, result, time.perf_counter() - started, report.summarize(ledger.units, config))

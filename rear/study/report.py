@@ -84,7 +84,7 @@ def spread(values: list[float], percent: bool = False, digits: int = 2) -> str:
     v = np.asarray(values, dtype=float) * scale
     if len(v) == 1:
         return f"{v[0]:.{digits}f}{unit}"
-    return f"{v.mean():.{digits}f}{unit} ± {v.std(ddof=1):.{digits}f} ({v.min():.{digits}f}-{v.max():.{digits}f})"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}{unit} ({v.min():.{digits}f}-{v.max():.{digits}f})"
 
 
 def difference(a: list[float], b: list[float]) -> tuple[float, float]:
