@@ -4,7 +4,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean fashion-mnist
+.PHONY: demo test bench study clean fashion-mnist
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed fashion-mnist
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# AR vs reAR and the two ablations, several seeds (README: "Does reAR work here?"); rerun to continue
+study: $(VENV)/.installed fashion-mnist
+	$(PY) -m rear study configs/fmnist/study.yaml
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_sampling.py

@@ -108,8 +108,8 @@ def test_a_rerun_skips_everything(finished, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished unit ran again")
 
-    monkeypatch.setattr("rear.train.trainer.train", refuse)
-    monkeypatch.setattr("rear.evaluation.samples.write_samples", refuse)
+    monkeypatch.setattr(pipeline, "train", refuse)
+    monkeypatch.setattr(pipeline, "write_samples", refuse)
     run_study(config)
     assert results(root)["units"] == before
 

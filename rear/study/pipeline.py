@@ -25,9 +25,20 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rear.checkpoint import load_generator
 from rear.config import StudyConfig, TrainConfig, merge, to_dict
+from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
+from rear.evaluation import diagnose
+from rear.evaluation.classifier import load_classifier, train_classifier
+from rear.evaluation.evaluate import load_images, load_reference, save_reference, score, to_classifier_input
+from rear.evaluation.samples import write_samples
+from rear.images import to_uint8
 from rear.study import report
 from rear.study.ledger import Ledger
+from rear.tokenizer.load import load_tokenizer
+from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
+from rear.train.trainer import CHECKPOINT, train
 
 # The four arms as overrides of the shared reAR training config.
 ARMS: dict[str, dict] = {
@@ -100,8 +111,6 @@ class Study:
     # ------------------------------------------------------------ shared inputs
     @cached_property
     def fashion(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        from rear.data.fashion_mnist import load_fashion_mnist
-
         return {split: load_fashion_mnist(split, self.config.data_dir) for split in ("train", "test")}
 
     @cached_property
@@ -110,9 +119,6 @@ class Study:
 
     def real_images(self, split: str, part: str | None = None) -> np.ndarray:
         """uint8 [n, S, S, 3] of a split (or a part of the train split), at the tokenizer's size."""
-        from rear.data.fashion_mnist import to_tensor
-        from rear.images import to_uint8
-
         images = self.fashion[split][0]
         if part is not None:
             images = images[self.splits[part]]
@@ -120,24 +126,16 @@ class Study:
 
     @cached_property
     def tokenizer(self):
-        from rear.tokenizer.load import load_tokenizer
-
         return load_tokenizer(self.out / "tokenizer")
 
     @cached_property
     def classifier(self):
-        from rear.evaluation.classifier import load_classifier
-
         return load_classifier(self.out / "classifier")
 
     def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        from rear.evaluation.evaluate import to_classifier_input
-
         return self.classifier.embed(to_classifier_input(images, self.classifier))
 
-    def score(self, images: np.ndarray, reference: dict[str, np.ndarray], labels: np.ndarray) -> dict:
-        from rear.evaluation.evaluate import score
-
+    def score_images(self, images: np.ndarray, reference: dict[str, np.ndarray], labels: np.ndarray) -> dict:
         features = self.embed(images)
         if not self.config.sfid:
             features.pop("spatial")
@@ -145,21 +143,14 @@ class Study:
 
     @cached_property
     def references(self) -> dict[str, dict[str, np.ndarray]]:
-        from rear.evaluation.evaluate import load_reference
-
         return {name: load_reference(self.out / "references" / name) for name in (TEST_REF, VAL_REF)}
 
     @cached_property
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from rear.data.store import TokenStore
-        from rear.evaluation.diagnose import heldout_tokens
-
-        return heldout_tokens(TokenStore(self.out / "store-test"), self.config.diagnose_count)
+        return diagnose.heldout_tokens(TokenStore(self.out / "store-test"), self.config.diagnose_count)
 
     # ------------------------------------------------------------ shared units
-    def train_tokenizer(self) -> dict:
-        from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
-
+    def make_tokenizer(self) -> dict:
         c = self.config
         config = dataclasses.replace(c.tokenizer, out=str(self.out / "tokenizer"), threads=c.threads, data_dir=c.data_dir)
         saved = self.out / "tokenizer" / METRICS
@@ -173,10 +164,7 @@ class Study:
         return {"psnr": metrics["psnr"], "codes_used": round(metrics["usage"] * config.model.codebook_size),
                 "usage": metrics["usage"], "train_seconds": metrics["train_seconds"]}
 
-    def train_classifier(self) -> dict:
-        from rear.data.fashion_mnist import to_tensor
-        from rear.evaluation.classifier import train_classifier
-
+    def make_classifier(self) -> dict:
         c, folder = self.config.classifier, self.out / "classifier"
         if (folder / "metrics.json").is_file() and json.loads((folder / "config.json").read_text()) == to_dict(c):
             metrics = json.loads((folder / "metrics.json").read_text())
@@ -186,8 +174,6 @@ class Study:
         return {"test_acc": metrics["test_accuracy"]}
 
     def make_stores(self) -> dict:
-        from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
-
         tokenizer, made = self.tokenizer, {}
         for name, split, subset in (("store-train", "train", ("study-train", self.splits["train"])),
                                     ("store-test", "test", None)):
@@ -201,10 +187,6 @@ class Study:
                 "validation_images": len(self.splits["validation"]), "floor_images": len(self.splits["floor"])}
 
     def make_references(self) -> dict:
-        from rear.data.fashion_mnist import to_tensor
-        from rear.evaluation.diagnose import tokenizer_ceiling
-        from rear.evaluation.evaluate import save_reference
-
         folder = self.out / "references"
         folder.mkdir(parents=True, exist_ok=True)
         test = self.embed(self.real_images("test"))
@@ -214,9 +196,9 @@ class Study:
             (folder / f".{name}").replace(folder / name)
         self.__dict__.pop("references", None)
         reference, labels = self.references[TEST_REF], self.fashion["train"][1]
-        floor = self.score(self.real_images("train", "floor"), reference, labels[self.splits["floor"]])
-        memorized = self.score(self.real_images("train", "train"), reference, labels[self.splits["train"]])
-        rfid = tokenizer_ceiling(self.tokenizer, self.classifier, to_tensor(self.fashion["test"][0], size))
+        floor = self.score_images(self.real_images("train", "floor"), reference, labels[self.splits["floor"]])
+        memorized = self.score_images(self.real_images("train", "train"), reference, labels[self.splits["train"]])
+        rfid = diagnose.tokenizer_ceiling(self.tokenizer, self.classifier, to_tensor(self.fashion["test"][0], size))
         return {"noise_floor": floor, "training_images": memorized, "tokenizer_rfid": rfid}
 
     # ------------------------------------------------------------ runs
@@ -232,10 +214,6 @@ class Study:
     def sample_and_score(self, checkpoint: Path, folder: Path, count: int, cfg: float, reference: str,
                          keep: bool = False) -> tuple[dict, float]:
         """Class-balanced samples of a checkpoint at CFG `cfg`, scored; (metrics, sampling seconds)."""
-        from rear.checkpoint import load_generator
-        from rear.evaluation.evaluate import load_images
-        from rear.evaluation.samples import write_samples
-
         model = load_generator(checkpoint).eval()
         sample = dataclasses.replace(self.config.train.sample, cfg_scale=cfg)
         began = time.perf_counter()
@@ -243,15 +221,13 @@ class Study:
                              provenance={"checkpoint": str(checkpoint)}, progress=False)
         seconds = time.perf_counter() - began
         images, labels = load_images(path)
-        metrics = self.score(images, self.references[reference], labels)
+        metrics = self.score_images(images, self.references[reference], labels)
         shutil.rmtree(folder / "png")
         if not keep:
             shutil.rmtree(folder)
         return metrics, seconds
 
     def train_and_curve(self, arm: str, k: int, step: int, previous: int) -> dict:
-        from rear.train.trainer import CHECKPOINT, train
-
         run = self.run_dir(arm, k)
         resume = (run / CHECKPOINT).is_dir()
         if not resume and run.exists():
@@ -266,18 +242,12 @@ class Study:
                 "train_steps": step - previous, "train_seconds": train_seconds, "sample_seconds": sample_seconds}
 
     def cfg_point(self, arm: str, cfg: float) -> dict:
-        from rear.train.trainer import CHECKPOINT
-
         run = self.run_dir(arm, 0)
         metrics, seconds = self.sample_and_score(run / CHECKPOINT, run / "eval" / f"cfg_{cfg:g}",
                                                  self.config.val_samples, cfg, VAL_REF)
         return {**metrics, "cfg_scale": cfg, "reference": "validation", "sample_seconds": seconds}
 
     def final(self, arm: str, k: int) -> dict:
-        from rear.checkpoint import load_generator
-        from rear.evaluation import diagnose as d
-        from rear.train.trainer import CHECKPOINT
-
         c, run = self.config, self.run_dir(arm, k)
         cfg = chosen_cfg(self.ledger, arm, c.cfg_grid)
         folder = run / "eval" / "final"
@@ -288,16 +258,16 @@ class Study:
         tokens, labels = self.heldout
         sample = dataclasses.replace(c.train.sample, cfg_scale=cfg)
         return {**metrics, "cfg_scale": cfg, "sample_seconds": seconds,
-                "retok_consistency": d.retokenization_consistency(
+                "retok_consistency": diagnose.retokenization_consistency(
                     model, self.tokenizer, torch.arange(c.retok_samples) % model.config.num_classes, sample),
-                "correct_token_clean": d.token_accuracy(model, tokens, labels, 0.0),
-                "correct_token_noisy": d.token_accuracy(model, tokens, labels, c.diagnose_noise)}
+                "correct_token_clean": diagnose.token_accuracy(model, tokens, labels, 0.0),
+                "correct_token_noisy": diagnose.token_accuracy(model, tokens, labels, c.diagnose_noise)}
 
     # ------------------------------------------------------------ the plan
     def units(self) -> list[Unit]:
         c = self.config
-        units = [Unit("tokenizer", self.train_tokenizer, [("fixed", 900)]),
-                 Unit("classifier", self.train_classifier, [("fixed", 300)]),
+        units = [Unit("tokenizer", self.make_tokenizer, [("fixed", 900)]),
+                 Unit("classifier", self.make_classifier, [("fixed", 300)]),
                  Unit("stores", self.make_stores, [("fixed", 120)]),
                  Unit("references", self.make_references, [("fixed", 120)])]
         for k in range(max(c.seeds.values())):
