@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from rear.train.trainer import train
 
     config = merge(TrainConfig, args.config, args.overrides)
-    checkpoint = train(config, resume=args.resume)
+    checkpoint = train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {checkpoint}")
 
 
@@ -114,7 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from rear.checkpoint import load_generator
     from rear.evaluation.samples import write_samples
     from rear.tokenizer.load import load_tokenizer
-    from rear.train.distributed import setup, teardown
+    from rear.distributed import setup, teardown
 
     world = setup()
     try:
@@ -122,7 +122,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         tokenizer = load_tokenizer(args.tokenizer, world.device)
         path = write_samples(model, tokenizer, args.out, args.num_samples, _sample_config(args),
                              batch_size=args.batch_size, seed=args.seed, world=world,
-                             provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)})
+                             provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
+                             overwrite=args.overwrite)
     finally:
         teardown()
     if world.main:
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config, e.g. configs/fmnist/rear.yaml")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 optim.learning_rate=1e-3")
     train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint exactly")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the logs, loss plot and grids of an earlier run in OUT_DIR that left no checkpoint")
     train.set_defaults(func=cmd_train)
 
     pretok = commands.add_parser(
@@ -333,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-samples", type=int, required=True)
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace samples in OUT made by other weights or settings (default: refuse)")
     _add_sampling_flags(sample)
     sample.set_defaults(func=cmd_sample)
 
@@ -397,6 +402,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
         print(f"rear {args.command}: error: {error}", file=sys.stderr)
         sys.exit(2)

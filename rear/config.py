@@ -137,6 +137,20 @@ class TrainConfig:
     samples_per_class: int = 4  # 0: no sample grids
     sample_classes: int = 10  # classes shown in sample grids
     checkpoint_every: int = 50_000
+    skip_nonfinite: int = 0  # steps with a non-finite loss or gradient norm to skip; one more stops the run
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first setting out of range."""
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sample_every", "samples_per_class", "sample_classes", "skip_nonfinite", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"label_dropout ({self.label_dropout}) and ema_decay ({self.ema_decay}) must lie in [0, 1)")
+        self.generator.validate()
+        return self
 
 
 def _preset(width: int, depth: int, heads: int, **kwargs: Any) -> GeneratorConfig:

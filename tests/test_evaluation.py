@@ -49,8 +49,24 @@ def test_unbalanced_count_and_changed_settings_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not a multiple of the 5 classes"):
         write_samples(model, tokenizer, tmp_path, 12, SAMPLE, progress=False)
     write_samples(model, tokenizer, tmp_path, 10, SAMPLE, progress=False)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="other weights or settings"):
         write_samples(model, tokenizer, tmp_path, 10, SampleConfig(cfg_scale=3.0), progress=False)
+
+
+def test_samples_of_changed_weights_are_never_reused(tmp_path):
+    model, tokenizer = tiny_pair()
+    write_samples(model, tokenizer, tmp_path, 10, SAMPLE, batch_size=5, progress=False)
+    old = load_images(tmp_path / ARCHIVE)[0]
+    png_path(tmp_path, 7).unlink()  # a half-finished folder
+    with torch.no_grad():  # the same checkpoint path after more training
+        model.lm_head.weight.normal_(0, 1.0)
+    with pytest.raises(ValueError, match="other weights or settings"):
+        write_samples(model, tokenizer, tmp_path, 10, SAMPLE, batch_size=5, progress=False)
+    write_samples(model, tokenizer, tmp_path, 10, SAMPLE, batch_size=5, progress=False, overwrite=True)
+    fresh = tmp_path.parent / "fresh"
+    write_samples(model, tokenizer, fresh, 10, SAMPLE, batch_size=5, progress=False)
+    new = load_images(tmp_path / ARCHIVE)[0]
+    assert np.array_equal(new, load_images(fresh / ARCHIVE)[0]) and not np.array_equal(new, old)
 
 
 def test_empty_sample_folder_and_missing_files(tmp_path):

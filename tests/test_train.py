@@ -198,6 +198,87 @@ def test_crash_during_a_save_keeps_the_last_checkpoint(workspace, tmp_path, monk
     assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.parametrize("rate", ["1e6", "inf"])
+def test_a_non_finite_loss_never_overwrites_the_last_good_checkpoint(workspace, tmp_path, rate):
+    checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=2"), progress=False)
+    good = weights(checkpoint)
+    bad = tiny_run(workspace, tmp_path / "a", "steps=6", "checkpoint_every=1", f"optim.learning_rate={rate}")
+    with pytest.raises(FloatingPointError, match=r"not finite.*last good checkpoint .*\(step \d\) is untouched") as error:
+        train(bad, resume=True, progress=False)
+    on_disk = torch.load(checkpoint / "train_state.pt", weights_only=True)["step"]
+    assert f"(step {on_disk})" in str(error.value)
+    assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
+    if rate == "inf":  # the first step already breaks the weights: the step-2 checkpoint stays as it was
+        assert on_disk == 2 and all(torch.equal(good[k], v) for k, v in weights(checkpoint).items())
+    with pytest.raises(FloatingPointError, match="no checkpoint was written yet"):
+        train(tiny_run(workspace, tmp_path / "b", f"optim.learning_rate={rate}"), progress=False)
+    assert not (tmp_path / "b" / "checkpoint").exists()
+
+
+def test_non_finite_steps_are_skipped_up_to_the_limit(workspace, tmp_path, monkeypatch):
+    import rear.train.trainer as trainer
+
+    real = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def nan_on_steps_2_and_3(parameters, *args, **kwargs):
+        calls["n"] += 1
+        norm = real(parameters, *args, **kwargs)
+        return norm * float("nan") if calls["n"] in (2, 3) else norm
+
+    monkeypatch.setattr(trainer.torch.nn.utils, "clip_grad_norm_", nan_on_steps_2_and_3)
+    checkpoint = train(tiny_run(workspace, tmp_path / "a", "skip_nonfinite=2"), progress=False)
+    assert torch.load(checkpoint / "train_state.pt", weights_only=True)["skipped"] == 2
+    assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
+    calls["n"] = 0
+    with pytest.raises(FloatingPointError, match="step 3.*skip_nonfinite"):
+        train(tiny_run(workspace, tmp_path / "b", "skip_nonfinite=1"), progress=False)
+
+
+def test_a_kill_between_the_two_renames_loses_nothing(workspace, tmp_path, monkeypatch):
+    import rear.weights
+
+    out = tmp_path / "a"
+    train(tiny_run(workspace, out, "steps=6"), progress=False, until=2)
+    real = rear.weights.os.replace
+
+    def killed_after_first_rename(src, dst):
+        if Path(dst).name == "checkpoint":  # `checkpoint -> .checkpoint.old` is done, `staging -> checkpoint` not
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(rear.weights.os, "replace", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(workspace, out, "steps=6"), resume=True, progress=False, until=4)
+    monkeypatch.setattr(rear.weights.os, "replace", real)
+    assert not (out / "checkpoint").exists() and (out / ".checkpoint.old").is_dir()
+    resumed = train(tiny_run(workspace, out, "steps=6"), resume=True, progress=False)  # finds step 2 again
+    straight = train(tiny_run(workspace, tmp_path / "b", "steps=6"), progress=False)
+    assert all(torch.equal(weights(straight)[k], v) for k, v in weights(resumed).items())
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging leftovers
+
+
+def test_a_new_run_never_appends_to_another_runs_logs(workspace, tmp_path):
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1, "ce": 9.0}\n')
+    with pytest.raises(FileExistsError, match="another run's log.jsonl.*--overwrite"):
+        train(tiny_run(workspace, out, "steps=2"), progress=False)
+    assert (out / "log.jsonl").read_text() == '{"step": 1, "ce": 9.0}\n'
+    train(tiny_run(workspace, out, "steps=2"), progress=False, overwrite=True)
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("steps=-5", "steps must be >= 1"), ("log_every=0", "log_every must be >= 1"),
+    ("batch_size=0", "batch_size must be >= 1"), ("label_dropout=1.0", "label_dropout"),
+])
+def test_out_of_range_settings_are_refused(workspace, tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_run(workspace, tmp_path / "a", override), progress=False)
+    assert not (tmp_path / "a").exists()
+
+
 def test_loss_decreases_on_a_tiny_overfit_run(workspace, tmp_path):
     train(tiny_run(workspace, tmp_path / "a", "steps=60", "noise.enabled=false", "label_dropout=0",
                    "generator.dropout=0", "generator.attn_dropout=0", "optim.warmup_steps=5"), progress=False)

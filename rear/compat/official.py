@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from rear.checkpoint import load_state
+from rear.weights import load_state
 from rear.config import AlignConfig, GeneratorConfig
 from rear.generator import Generator
 

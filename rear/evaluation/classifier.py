@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from rear.checkpoint import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
 from rear.config import ClassifierConfig, merge, to_dict
 from rear.metrics.features import embed_batches
 

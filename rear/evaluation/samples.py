@@ -6,6 +6,7 @@ with (seed, batch): a resumed or re-split run writes exactly the files an uninte
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from rear.config import SampleConfig
 from rear.generator import Generator
 from rear.images import to_uint8
 from rear.tokenizer.base import VQTokenizer
-from rear.train.distributed import World
+from rear.distributed import World
+from rear.weights import state_fingerprint
 
 SETTINGS, ARCHIVE = "settings.json", "samples.npz"
 
@@ -40,19 +42,30 @@ def write_samples(
     world: World | None = None,
     provenance: dict | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `num_samples` (a multiple of the class count) PNGs and, on the main rank, the `.npz`."""
+    """Write `num_samples` (a multiple of the class count) PNGs and, on the main rank, the `.npz`.
+
+    A folder holding samples of the same weights and settings is resumed; one of other weights or
+    settings is refused, or with `overwrite` emptied first."""
     world = world or World(0, 1, next(model.parameters()).device)
     C = model.config.num_classes
     if num_samples % C:
         raise ValueError(f"num_samples {num_samples} is not a multiple of the {C} classes; class balance needs n = k * {C}")
     out = Path(out)
     settings = {"num_samples": num_samples, "num_classes": C, "batch_size": batch_size, "seed": seed,
-                "sample": asdict(sample), **(provenance or {})}
+                "sample": asdict(sample), "weights": state_fingerprint(model.state_dict()), **(provenance or {})}
     if world.main:
-        (out / "png").mkdir(parents=True, exist_ok=True)
         if (out / SETTINGS).is_file() and json.loads((out / SETTINGS).read_text()) != settings:
-            raise ValueError(f"{out} holds samples made with other settings ({out / SETTINGS}); choose another folder")
+            if not overwrite:
+                raise ValueError(f"{out} holds samples of other weights or settings ({out / SETTINGS}); "
+                                 "pass --overwrite to replace them, or choose another folder")
+            shutil.rmtree(out / "png", ignore_errors=True)
+            (out / ARCHIVE).unlink(missing_ok=True)
+        elif not (out / SETTINGS).is_file() and (out / "png").is_dir() and any((out / "png").iterdir()):
+            raise ValueError(f"{out}/png holds samples without {SETTINGS}; their origin is unknown, "
+                             "so remove them or choose another folder")
+        (out / "png").mkdir(parents=True, exist_ok=True)
         (out / SETTINGS).write_text(json.dumps(settings, indent=2))
     if world.size > 1:
         dist.barrier()

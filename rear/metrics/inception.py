@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rear.checkpoint import load_state
+from rear.weights import load_state
 from rear.metrics.features import embed_batches
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf.errors import OmegaConfBaseException
 
 import rear
+from rear.config import merge, to_dict
 
 RESULTS = "results.json"
 # settings that change where and how fast a study runs, never what it measures
@@ -35,28 +37,27 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _measured(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in UNCOMPARED}
-
-
 class Ledger:
     """The records of finished units in `folder/results.json`; refuses a file of another study config."""
 
-    def __init__(self, folder: str | Path, config: dict) -> None:
+    def __init__(self, folder: str | Path, config: Any) -> None:
         self.path = Path(folder) / RESULTS
         self.commit = git_commit()
-        config = json.loads(json.dumps(config, default=_plain))  # enums and tuples as JSON has them
+        self.config = _json(to_dict(config))
+        self.units: dict[str, dict] = {}
         if self.path.is_file():
             data = json.loads(self.path.read_text())
-            if _measured(data.get("config", {})) != _measured(config):
-                changed = sorted(k for k in set(data.get("config", {})) | set(config)
-                                 if k not in UNCOMPARED and data.get("config", {}).get(k) != config.get(k))
+            try:  # settings added since the file was written take their defaults
+                stored = _json(to_dict(merge(type(config), data["config"])))
+            except (KeyError, OmegaConfBaseException) as error:
+                raise ValueError(f"{self.path} holds a config this version cannot read ({error}); "
+                                 "set results=... and out=... to start a new study") from None
+            changed = sorted(k for k in set(stored) | set(self.config)
+                             if k not in UNCOMPARED and stored.get(k) != self.config.get(k))
+            if changed:
                 raise ValueError(f"{self.path} holds a study of another config (differs in {', '.join(changed)}); "
                                  "restore that config or set results=... and out=... to start a new study")
-            self.units: dict[str, dict] = data["units"]
-        else:
-            self.units = {}
-        self.config = config
+            self.units = data["units"]
 
     def done(self, key: str) -> bool:
         return key in self.units
@@ -82,6 +83,11 @@ class Ledger:
     def cpu_hours(self) -> float:
         """Sum over finished units of wall time x threads."""
         return round(sum(u["seconds"] * u["threads"] for u in self.units.values()) / 3600, 3)
+
+
+def _json(value: Any) -> Any:
+    """`value` as JSON reads it back (enums by value, tuples as lists)."""
+    return json.loads(json.dumps(value, default=_plain))
 
 
 def _plain(value: Any) -> Any:

@@ -218,7 +218,7 @@ class Study:
         sample = dataclasses.replace(self.config.train.sample, cfg_scale=cfg)
         began = time.perf_counter()
         path = write_samples(model, self.tokenizer, folder, count, sample, batch_size=self.config.sample_batch_size,
-                             provenance={"checkpoint": str(checkpoint)}, progress=False)
+                             provenance={"checkpoint": str(checkpoint)}, progress=False, overwrite=True)
         seconds = time.perf_counter() - began
         images, labels = load_images(path)
         metrics = self.score_images(images, self.references[reference], labels)
@@ -333,7 +333,7 @@ def run_study(config: StudyConfig, quick: bool = False) -> Path:
         raise ValueError("the study's train config must be the full reAR recipe (noise and both alignment heads on); "
                          "the arms switch parts off")
     torch.set_num_threads(config.threads)
-    ledger = Ledger(config.results, to_dict(config))
+    ledger = Ledger(config.results, config)
     study = Study(config, ledger)
     units = study.units()
     began = time.perf_counter()

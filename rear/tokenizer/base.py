@@ -7,10 +7,10 @@ Z code dimension. Images are float in [0, 1].
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import nn
+
+from rear.weights import state_fingerprint
 
 
 def nearest_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -20,16 +20,6 @@ def nearest_codes(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
     # |x - c|^2 = |x|^2 + |c|^2 - 2 x.c, and |x|^2 does not change the argmin over codes
     distances = torch.addmm(codebook.pow(2).sum(1)[None], flat, codebook.T, alpha=-2)  # [B*h*w, K]
     return distances.argmin(1).view(B, -1)
-
-
-def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's names, shapes and bytes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class Codebook(nn.Module):

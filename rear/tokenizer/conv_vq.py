@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rear.checkpoint import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
 from rear.config import ConvVQConfig, merge, to_dict
 from rear.tokenizer.base import Codebook, VQTokenizer, nearest_codes
 

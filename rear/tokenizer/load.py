@@ -6,8 +6,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from rear.checkpoint import WEIGHTS
-from rear.tokenizer.base import VQTokenizer, state_fingerprint
+from rear.weights import WEIGHTS
+from rear.tokenizer.base import VQTokenizer
+from rear.weights import state_fingerprint
 
 CODEBOOK = "quantize.embedding.weight"
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rear.checkpoint import load_state
+from rear.weights import load_state
 from rear.tokenizer.base import Codebook, VQTokenizer
 
 HIDDEN, MULTIPLIERS, BLOCKS, LATENT, CODES = 128, (1, 1, 2, 2, 4), 2, 256, 1024

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rear import precision
-from rear.checkpoint import replace_dir
+from rear.weights import replace_dir
 from rear.config import TokenizerTrainConfig, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.folder import warn_skipped

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
-from rear.checkpoint import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
 from rear.config import TrainConfig, to_dict
 from rear.generator import Generator
 
@@ -32,15 +32,18 @@ def save_training(
     step: int,
     rng_states: list[torch.Tensor],
     config: TrainConfig,
+    skipped: int = 0,
 ) -> None:
-    """Write the checkpoint of `step` completed optimizer steps, replacing `folder` atomically."""
+    """Write the checkpoint of `step` completed optimizer steps (`skipped` of them non-finite and
+    skipped), replacing `folder` atomically."""
 
     def build(staging: Path) -> None:
         save_file(_tensors(model), staging / WEIGHTS)
         (staging / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
         if ema is not None:
             save_file(_tensors(ema), staging / EMA)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states}, staging / STATE)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states, "skipped": skipped},
+                   staging / STATE)
         (staging / RUN_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
 
     replace_dir(build, folder)
@@ -48,11 +51,11 @@ def save_training(
 
 def load_training(
     folder: Path, model: Generator, ema: Generator | None, optimizer: torch.optim.Optimizer
-) -> tuple[int, list[torch.Tensor]]:
-    """Restore weights and optimizer from `folder`; return (step, per-rank RNG states)."""
+) -> tuple[int, list[torch.Tensor], int]:
+    """Restore weights and optimizer from `folder`; return (step, per-rank RNG states, skipped steps)."""
     load_state(model, load_file(folder / WEIGHTS), str(folder / WEIGHTS))
     if ema is not None:
         load_state(ema, load_file(folder / EMA), str(folder / EMA))
     state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
-    return state["step"], state["rng"]
+    return state["step"], state["rng"], state.get("skipped", 0)  # checkpoints before skip_nonfinite: 0

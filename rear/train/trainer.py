@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -25,12 +26,13 @@ from rear.generator.model import Block
 from rear.images import save_grid
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.batches import global_batch, regularize
-from rear.train.distributed import World, setup, teardown
+from rear.distributed import World, setup, teardown
 from rear.train.optim import learning_rate, make_optimizer
 from rear.train.plots import plot_losses
 from rear.train.state import load_training, save_training
+from rear.weights import recover_dir
 
-CHECKPOINT, LOG, SAMPLES = "checkpoint", "log.jsonl", "samples"
+CHECKPOINT, LOG, SAMPLES, PLOT, BOARD = "checkpoint", "log.jsonl", "samples", "loss.png", "tensorboard"
 
 
 def check_store(store: TokenStore, config: TrainConfig) -> None:
@@ -70,7 +72,7 @@ class Logger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.board = SummaryWriter(str(out / "tensorboard"))
+                self.board = SummaryWriter(str(out / BOARD))
             except ImportError:
                 pass
 
@@ -100,18 +102,42 @@ def sample_grid(model: Generator, tokenizer, config: TrainConfig, path: Path) ->
     return save_grid(tokenizer.decode(tokens).float().cpu(), path, columns=config.samples_per_class)
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True, until: int | None = None) -> Path:
+def all_finite(world: World, *values: torch.Tensor) -> bool:
+    """Whether every value is finite on every rank (one decision for all of them)."""
+    finite = torch.stack([torch.isfinite(v).all() for v in values]).all().float()
+    if world.size > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def previous_run(out: Path) -> list[str]:
+    """What a run leaves in its folder besides the checkpoint: logs, loss plot, sample grids."""
+    return [name for name in (LOG, PLOT, BOARD, SAMPLES) if (out / name).exists()]
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the records past `step` (logged after the checkpoint a resumed run restarts from)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, until: int | None = None,
+          overwrite: bool = False) -> Path:
     """Run (or resume) a training run up to `until` optimizer steps (default: all of them) and save it
     there; the schedule is always that of `config.steps`, so stopping at `until` and resuming is the
-    same run. Returns the checkpoint folder."""
+    same run. `overwrite` lets a fresh run replace the logs of an earlier run that left no checkpoint.
+    Returns the checkpoint folder."""
     world = setup()
     try:
-        return _train(config, world, resume, progress, config.steps if until is None else until)
+        return _train(config.validate(), world, resume, progress, config.steps if until is None else until, overwrite)
     finally:
         teardown()
 
 
-def _train(config: TrainConfig, world: World, resume: bool, progress: bool, until: int) -> Path:
+def _train(config: TrainConfig, world: World, resume: bool, progress: bool, until: int, overwrite: bool) -> Path:
     if not 0 < until <= config.steps:
         raise ValueError(f"cannot stop at step {until}: the run has {config.steps} steps")
     if config.threads:
@@ -133,18 +159,30 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
     optimizer = make_optimizer(model, config.optim)
     torch.manual_seed(config.seed + 1 + world.rank)  # per-rank dropout stream
-    start = 0
+    start, skipped = 0, 0
+    if world.main:
+        recover_dir(checkpoint)  # a save killed between its two renames left the previous one aside
+    if world.size > 1:
+        dist.barrier()
     if resume:
         if not checkpoint.is_dir():
             raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
-        start, rng = load_training(checkpoint, model, ema, optimizer)
+        start, rng, skipped = load_training(checkpoint, model, ema, optimizer)
         if len(rng) != world.size:
             raise ValueError(f"{checkpoint} was written by {len(rng)} ranks; resume it with as many")
         if start > until:
             raise ValueError(f"{checkpoint} is at step {start}, past the requested stop at step {until}")
         torch.set_rng_state(rng[world.rank])
+        if world.main:
+            truncate_log(out / LOG, start)
     elif checkpoint.exists():
         raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another out_dir")
+    elif previous_run(out) and not overwrite:
+        raise FileExistsError(f"{out} holds another run's {', '.join(previous_run(out))} but no checkpoint; "
+                              "pass --overwrite to replace them, or choose another out_dir")
+    elif world.main:
+        for name in previous_run(out):
+            (shutil.rmtree if (out / name).is_dir() else Path.unlink)(out / name)
     if config.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
@@ -157,12 +195,24 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     logger = Logger(out, world.main)
     tokenizer = None
 
+    saved = start if resume else None
+
     def save(step: int) -> None:
+        nonlocal saved
+        if not all_finite(world, *model.parameters()):
+            raise FloatingPointError(f"the weights at step {step} are not finite; nothing was saved: "
+                                     f"{last_good()}. Lower optim.learning_rate")
         rng = gather_rng(world)
         if world.main:
-            save_training(checkpoint, model, ema, optimizer, step, rng, config)
+            save_training(checkpoint, model, ema, optimizer, step, rng, config, skipped)
+        saved = step
         if world.size > 1:
             dist.barrier()
+
+    def last_good() -> str:
+        if saved is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint {checkpoint} (step {saved}) is untouched"
 
     bar = tqdm(total=until, initial=start, disable=not (progress and world.main), unit="step", desc="train")
     model.train()
@@ -186,11 +236,19 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                 (losses["total"] / accum).backward()
             sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema_update(ema, model, config.ema_decay)
         done = step + 1
+        if all_finite(world, sums[2], grad_norm):
+            optimizer.step()
+            if ema is not None:
+                ema_update(ema, model, config.ema_decay)
+        else:
+            skipped += 1
+            problem = f"step {done}: the loss ({sums[2].item():g}) or gradient norm ({grad_norm.item():g}) is not finite"
+            if skipped > config.skip_nonfinite:
+                raise FloatingPointError(f"{problem}; stopped without saving: {last_good()}. Lower "
+                                         f"optim.learning_rate, or set skip_nonfinite=N to skip up to N such steps")
+            tqdm.write(f"{problem}: step skipped ({skipped} of at most {config.skip_nonfinite})")
+        optimizer.zero_grad(set_to_none=True)
 
         if done % config.log_every == 0 or done == config.steps:
             if world.size > 1:
@@ -215,5 +273,5 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
         save(until)
     logger.close()
     if world.main and (out / LOG).is_file():
-        plot_losses(out / LOG, out / "loss.png")
+        plot_losses(out / LOG, out / PLOT)
     return checkpoint

@@ -1,0 +1,82 @@
+"""Model-agnostic weight files: strict state loading, fingerprints, and atomic folder swaps.
+
+Every saved model (generator, tokenizer, classifier, training checkpoint) is a folder that
+`replace_dir` swaps in whole. The swap is two renames (target -> .target.old, staging -> target);
+a process killed between them leaves only `.target.old`, which `recover_dir` (called before any
+save, and by the trainer before it looks for a checkpoint) puts back.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`; raise ValueError naming the first key or shape that does not fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not fit this model config: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}; pass the config the weights were trained with"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config implies "
+                f"{tuple(expected[name].shape)}; pass the config the weights were trained with"
+            )
+    model.load_state_dict(state)
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _old(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_dir(target: str | Path) -> Path:
+    """Undo a swap cut short: restore `.target.old` when `target` is missing, and delete the staging
+    folders (`.target.*`) that killed saves left behind. Returns `target`."""
+    target = Path(target)
+    old = _old(target)
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+    if target.parent.is_dir():
+        for leftover in target.parent.glob(f".{target.name}.*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return target
+
+
+def replace_dir(build: Callable[[Path], None], target: str | Path) -> None:
+    """Fill a fresh sibling folder with `build(folder)`, then swap it in for `target` by renames."""
+    target = recover_dir(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(staging)
+        old = _old(target)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)  # a kill before this line leaves .old, which recover_dir restores
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
