@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from rear.config import GeneratorConfig, merge, to_dict
 from rear.generator import Generator
-from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 
 
 def save_generator(model: Generator, directory: str | Path) -> Path:
@@ -32,7 +32,7 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
             raise FileNotFoundError(
                 f"{directory / name} not found; a generator checkpoint is a folder with {WEIGHTS} and {CONFIG}"
             )
-    config = merge(GeneratorConfig, json.loads((directory / CONFIG).read_text()))
+    config = merge(GeneratorConfig, str(directory / CONFIG))
     model = Generator(config)
-    load_state(model, load_file(directory / WEIGHTS), str(directory / WEIGHTS))
+    load_state(model, read_tensors(directory / WEIGHTS), str(directory / WEIGHTS))
     return model.to(device)

@@ -143,12 +143,18 @@ def _reference_images(spec: str, size: int, data_dir: str | None):
     return load_images(spec)[0]
 
 
+def _refuse_existing(path: str, overwrite: bool) -> None:
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
+
+
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.config import ClassifierConfig, merge
     from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
     from rear.evaluation.classifier import train_classifier
 
     config = merge(ClassifierConfig, args.overrides)
+    _refuse_existing(args.out, args.overwrite)
     split = lambda name: tuple(  # noqa: E731
         f(x) for f, x in zip((lambda i: to_tensor(i, config.image_size), torch.from_numpy), load_fashion_mnist(name, args.data_dir)))
     metrics = train_classifier(config, split("train"), split("test"), args.out)
@@ -173,6 +179,7 @@ def _extractor(args: argparse.Namespace):
 def cmd_eval_stats(args: argparse.Namespace) -> None:
     from rear.evaluation.evaluate import save_reference
 
+    _refuse_existing(args.out, args.overwrite)
     embed, size, _ = _extractor(args)
     images = _reference_images(args.source, size or 32, args.data_dir)
     path = save_reference(args.out, embed(images), images.shape[1])
@@ -251,6 +258,7 @@ def _add_extractor_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rear", description="Visual autoregressive generation with reAR.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -359,12 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("source", help="fashion-mnist:test, an image folder, or an .npz")
     _add_extractor_flags(stats)
     stats.add_argument("--out", required=True)
+    stats.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     stats.add_argument("--data-dir")
     stats.set_defaults(func=cmd_eval_stats)
     clf = eval_commands.add_parser("train-classifier", help="train the Fashion-MNIST domain classifier",
                                    description="Train the domain classifier whose features replace InceptionV3 on small data.")
     clf.add_argument("overrides", nargs="*", help="key=value overrides of ClassifierConfig")
     clf.add_argument("--out", default="runs/classifier")
+    clf.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     clf.add_argument("--data-dir")
     clf.set_defaults(func=cmd_eval_classifier)
 
@@ -399,9 +409,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    """`rear ...`: a mistake or a failure is one line on stderr and exit 2 (`--debug` shows the traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options too (`rear tokenizer train cfg.yaml --source x steps=3`)
+    misplaced = [a for a in extra if "=" in a and not a.startswith("-")] if hasattr(args, "overrides") else []
+    if len(misplaced) != len(extra):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in misplaced)}")
+    if misplaced:
+        args.overrides = [*args.overrides, *misplaced]
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
+    except KeyboardInterrupt as interrupt:
+        if debug:
+            raise
+        print(f"rear {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError, FloatingPointError) as error:  # OSError: missing files, full disks, ...
+        if debug:
+            raise
         print(f"rear {args.command}: error: {error}", file=sys.stderr)
         sys.exit(2)

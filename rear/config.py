@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional, TypeVar
 
+import yaml
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 
 @dataclass
@@ -186,18 +188,38 @@ def generator_preset(name: str, **overrides: Any) -> GeneratorConfig:
 T = TypeVar("T")
 
 
+def _source_name(source: Any) -> str:
+    if isinstance(source, (list, tuple)):
+        return f"override {' '.join(source)}" if len(source) == 1 else "overrides"
+    return f"config {source}" if isinstance(source, str) else "settings"
+
+
 def merge(schema: type[T] | T, *sources: Any) -> T:
-    """Dataclass defaults <- dicts / YAML paths / `key=value` lists, unknown keys rejected."""
+    """Dataclass defaults <- dicts / YAML (or JSON) paths / `key=value` lists, unknown keys rejected.
+
+    Every failure is a one-line ValueError naming the source and the key: an unknown key, a value
+    of the wrong type, malformed YAML, a mandatory value left unset."""
     merged = OmegaConf.structured(schema)
     for source in sources:
-        if isinstance(source, (list, tuple)):
-            layer = OmegaConf.from_dotlist(list(source))
-        elif isinstance(source, str):
-            layer = OmegaConf.load(source)
-        else:
-            layer = OmegaConf.create(source)
-        merged = OmegaConf.merge(merged, layer)
-    return OmegaConf.to_object(merged)
+        try:
+            if isinstance(source, (list, tuple)):
+                layer = OmegaConf.from_dotlist(list(source))
+            elif isinstance(source, str):
+                layer = OmegaConf.load(source)
+            else:
+                layer = OmegaConf.create(source)
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as error:
+            key = f" (key {error.full_key})" if getattr(error, "full_key", None) else ""
+            raise ValueError(f"{_source_name(source)}: {str(error).splitlines()[0]}{key}") from None
+        except yaml.YAMLError as error:
+            where = f" at line {error.problem_mark.line + 1}" if getattr(error, "problem_mark", None) else ""
+            raise ValueError(f"{_source_name(source)} is not valid YAML/JSON{where}: "
+                             f"{getattr(error, 'problem', None) or error}") from None
+    try:
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as error:
+        raise ValueError(f"{error.full_key} is not set: give it in the config or as {error.full_key}=...") from None
 
 
 def to_dict(config: Any) -> dict:

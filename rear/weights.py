@@ -13,8 +13,10 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -80,3 +82,27 @@ def replace_dir(build: Callable[[Path], None], target: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; a truncated or foreign file is a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own SafetensorError (and OSError, ValueError)
+        raise ValueError(f"{path} is not a readable safetensors file ({str(error).splitlines()[0]}); it may be "
+                         "truncated: write it again or point to another file") from None
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """Tensors and plain values from a torch.save file, never unpickling code (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, code objects refused by weights_only
+        raise ValueError(f"{path} cannot be read as tensors without running pickled code "
+                         f"({str(error).splitlines()[0][:200]}); it may be truncated or not a weights file") from None

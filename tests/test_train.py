@@ -335,3 +335,67 @@ def test_two_process_ddp_matches_one_process(workspace, tmp_path):
     a, b = weights(single), weights(tmp_path / "two" / "checkpoint")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
+
+
+def test_an_interrupt_saves_a_consistent_checkpoint(workspace, tmp_path, monkeypatch):
+    import rear.train.trainer as trainer
+
+    real, calls = trainer.accumulate_gradients, {"n": 0}
+
+    def ctrl_c_in_the_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "accumulate_gradients", ctrl_c_in_the_third_step)
+    with pytest.raises(KeyboardInterrupt, match="saved step 2 .*--resume"):
+        train(tiny_run(workspace, tmp_path / "a"), progress=False)
+    monkeypatch.setattr(trainer, "accumulate_gradients", real)
+    resumed = weights(train(tiny_run(workspace, tmp_path / "a"), resume=True, progress=False))
+    straight = weights(train(tiny_run(workspace, tmp_path / "b"), progress=False))
+    assert all(torch.equal(straight[k], v) for k, v in resumed.items())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (needs root and mount rights)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(workspace, small_disk, capsys):
+    from rear.cli import main
+
+    out = small_disk / "run"
+    config = tiny_run(workspace, out, "steps=4")
+    train(config, progress=False, until=2)
+    before = weights(out / "checkpoint")
+    with open(small_disk / "filler", "wb") as filler:  # leave the disk full
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+    import yaml
+
+    (small_disk.parent / "run.yaml").write_text(yaml.safe_dump({"store": config.store, "tokenizer": config.tokenizer}))
+    overrides = [f"{k}={v}" for k, v in (("out_dir", out), ("steps", 4), ("batch_size", 8), ("grad_accumulation", 2),
+                                          ("bf16", False), ("samples_per_class", 0), ("threads", 1),
+                                          ("generator.codebook_size", 16), ("generator.num_classes", 3),
+                                          ("generator.num_tokens", 4), ("generator.width", 32), ("generator.depth", 2),
+                                          ("generator.heads", 2), ("generator.extra_position_rows", 2),
+                                          ("generator.extra_step_rows", 2), ("generator.align.code_dim", 8),
+                                          ("generator.align.decode_layer", 1), ("generator.align.projection_dim", 16),
+                                          ("noise.anneal_end", 6), ("optim.warmup_steps", 2), ("optim.learning_rate", 1e-3))]
+    with pytest.raises(SystemExit) as exit:
+        main(["train", str(small_disk.parent / "run.yaml"), *overrides, "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit.value.code == 2 and "No space left on device" in err
+    assert all(torch.equal(before[k], v) for k, v in weights(out / "checkpoint").items())
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 
-from rear.weights import load_state
 from rear.config import AlignConfig, GeneratorConfig
 from rear.generator import Generator
+from rear.weights import load_state, read_tensors, read_torch_file
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
 
@@ -24,11 +23,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     if path.suffix == ".safetensors":
-        return load_file(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickles of arbitrary objects are refused on purpose
-        raise ValueError(f"{path} is not a plain state dict of tensors ({error})") from error
+        return read_tensors(path)
+    state = read_torch_file(path)  # pickles of arbitrary objects are refused on purpose
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -195,6 +195,15 @@ def pretokenize(
 
 
 # ------------------------------------------------------------------ reading
+def _open_array(path: Path) -> np.ndarray:
+    """A memory-mapped .npy; a missing or truncated file is an error naming it."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); it may be truncated: run `rear pretokenize` "
+                         "again into a fresh folder") from None
+
+
 class TokenStore:
     """A complete store, memory-mapped: `batch(items, views)` reads only the rows it needs."""
 
@@ -208,8 +217,8 @@ class TokenStore:
         if not self.manifest["complete"]:
             raise ValueError(f"{self.folder} is unfinished; run the same `rear pretokenize` command again to resume it")
         n = self.manifest["num_items"]
-        self.codes = np.load(self.folder / CODES, mmap_mode="r")[:n]  # [items, V, N] uint16
-        self.labels = np.load(self.folder / LABELS, mmap_mode="r")[:n]  # [items] int32
+        self.codes = _open_array(self.folder / CODES)[:n]  # [items, V, N] uint16
+        self.labels = _open_array(self.folder / LABELS)[:n]  # [items] int32
         expected = (n, len(self.manifest["views"]), self.manifest["num_tokens"])
         if self.codes.shape != expected or self.labels.shape != (n,):
             raise ValueError(f"{self.folder}: arrays {self.codes.shape}, {self.labels.shape} do not match the manifest {expected}")

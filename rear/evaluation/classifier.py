@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 from rear.config import ClassifierConfig, merge, to_dict
 from rear.metrics.features import embed_batches
 
@@ -112,6 +112,6 @@ def load_classifier(folder: str | Path) -> Classifier:
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS}; train one with `rear eval train-classifier`")
-    model = Classifier(merge(ClassifierConfig, json.loads((folder / CONFIG).read_text())))
-    load_state(model, load_file(folder / WEIGHTS), str(folder / WEIGHTS))
+    model = Classifier(merge(ClassifierConfig, str(folder / CONFIG)))
+    load_state(model, read_tensors(folder / WEIGHTS), str(folder / WEIGHTS))
     return model.eval()

@@ -27,7 +27,12 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]), None
+        images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        for f, image in zip(files, images):
+            if image.shape != images[0].shape:
+                raise ValueError(f"{f} is {image.shape[1]}x{image.shape[0]} but {files[0]} is "
+                                 f"{images[0].shape[1]}x{images[0].shape[0]}; images of one set must share a size")
+        return np.stack(images), None
     raise FileNotFoundError(f"{path} is neither an .npz sample batch nor a folder of images")
 
 

@@ -50,6 +50,8 @@ def write_samples(
     settings is refused, or with `overwrite` emptied first."""
     world = world or World(0, 1, next(model.parameters()).device)
     C = model.config.num_classes
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if num_samples % C:
         raise ValueError(f"num_samples {num_samples} is not a multiple of the {C} classes; class balance needs n = k * {C}")
     out = Path(out)

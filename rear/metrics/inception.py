@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rear.weights import load_state
 from rear.metrics.features import embed_batches
+from rear.weights import load_state, read_torch_file
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -204,7 +204,7 @@ def load_inception(path: str | Path | None = None) -> InceptionFeatures:
                                     f"({' '.join(str(error).split())}); {HINT}") from None
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {HINT}")
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    state = read_torch_file(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of InceptionV3 tensors")
     model = InceptionFeatures()

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 from rear.config import ConvVQConfig, merge, to_dict
 from rear.tokenizer.base import Codebook, VQTokenizer, nearest_codes
 
@@ -122,6 +122,6 @@ def load_conv_vq(folder: str | Path) -> ConvVQTokenizer:
                 f"{folder / name} not found; a conv VQ tokenizer is a folder with {WEIGHTS} and {CONFIG} "
                 "(train one with `rear tokenizer train`)"
             )
-    tokenizer = ConvVQTokenizer(merge(ConvVQConfig, json.loads((folder / CONFIG).read_text())))
-    load_state(tokenizer, load_file(folder / WEIGHTS), str(folder / WEIGHTS))
+    tokenizer = ConvVQTokenizer(merge(ConvVQConfig, str(folder / CONFIG)))
+    load_state(tokenizer, read_tensors(folder / WEIGHTS), str(folder / WEIGHTS))
     return tokenizer.eval()

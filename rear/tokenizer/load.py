@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from rear.weights import WEIGHTS
+from rear.weights import WEIGHTS, read_tensors
 from rear.tokenizer.base import VQTokenizer
 from rear.weights import state_fingerprint
 
@@ -21,7 +20,7 @@ def read_tokenizer_state(path: str | Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         if not (path / WEIGHTS).is_file():
             raise FileNotFoundError(f"{path} has no {WEIGHTS}; train one with `rear tokenizer train`")
-        return load_file(path / WEIGHTS)
+        return read_tensors(path / WEIGHTS)
     return read_state_dict(path)
 
 

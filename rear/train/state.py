@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from rear.weights import CONFIG, WEIGHTS, load_state, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
 from rear.config import TrainConfig, to_dict
 from rear.generator import Generator
 
@@ -53,9 +53,9 @@ def load_training(
     folder: Path, model: Generator, ema: Generator | None, optimizer: torch.optim.Optimizer
 ) -> tuple[int, list[torch.Tensor], int]:
     """Restore weights and optimizer from `folder`; return (step, per-rank RNG states, skipped steps)."""
-    load_state(model, load_file(folder / WEIGHTS), str(folder / WEIGHTS))
+    load_state(model, read_tensors(folder / WEIGHTS), str(folder / WEIGHTS))
     if ema is not None:
-        load_state(ema, load_file(folder / EMA), str(folder / EMA))
-    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+        load_state(ema, read_tensors(folder / EMA), str(folder / EMA))
+    state = read_torch_file(folder / STATE)
     optimizer.load_state_dict(state["optimizer"])
     return state["step"], state["rng"], state.get("skipped", 0)  # checkpoints before skip_nonfinite: 0

@@ -45,6 +45,30 @@ def check_store(store: TokenStore, config: TrainConfig) -> None:
     for name, have, want in pairs:
         if have != want:
             raise ValueError(f"store {store.folder} has {name}={have} but the config says generator.{name}={want}")
+    if len(store) and int(store.codes.max()) >= g.codebook_size:
+        raise ValueError(f"{store.folder / 'codes.npy'} holds code {int(store.codes.max())}, beyond the "
+                         f"{g.codebook_size} codes of its manifest; pretokenize the store again")
+    if len(store) and not 0 <= int(store.labels.min()) <= int(store.labels.max()) < g.num_classes:
+        raise ValueError(f"{store.folder / 'labels.npy'} holds labels in [{int(store.labels.min())}, "
+                         f"{int(store.labels.max())}], outside the {g.num_classes} classes 0..{g.num_classes - 1} "
+                         f"(label {g.num_classes} is the null class); pretokenize the store again")
+
+
+def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: torch.Tensor, labels: torch.Tensor,
+                         codebook: torch.Tensor, accum: int, autocast) -> torch.Tensor:
+    """Backward over `accum` micro-batches of this rank's rows, syncing DDP gradients only on the last;
+    returns the mean [ce, align, total] losses."""
+    micro = len(tokens) // accum
+    sums = torch.zeros(3, device=tokens.device)
+    for m in range(accum):
+        part = slice(m * micro, (m + 1) * micro)
+        sync = m == accum - 1 or not isinstance(net, torch.nn.parallel.DistributedDataParallel)
+        with contextlib.nullcontext() if sync else net.no_sync():
+            with autocast():
+                losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part])
+            (losses["total"] / accum).backward()
+        sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
+    return sums
 
 
 def ema_update(ema: Generator, model: Generator, decay: float) -> None:
@@ -145,7 +169,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     B, accum = config.batch_size, config.grad_accumulation
     if B % (world.size * accum):
         raise ValueError(f"batch_size {B} is not divisible by {world.size} ranks x {accum} micro-batches")
-    micro, per_rank = B // (world.size * accum), B // world.size
+    per_rank = B // world.size
     store = TokenStore(config.store)
     codebook, fingerprint = read_codebook(config.tokenizer)
     store.check_tokenizer(fingerprint)
@@ -214,64 +238,67 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             return "no checkpoint was written yet"
         return f"the last good checkpoint {checkpoint} (step {saved}) is untouched"
 
-    bar = tqdm(total=until, initial=start, disable=not (progress and world.main), unit="step", desc="train")
-    model.train()
-    for step in range(start, until):
-        began = time.perf_counter()
-        lr = learning_rate(step, config.steps, config.optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        tokens, labels = global_batch(store, step, B, config.seed)
-        context, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise, config.label_dropout,
-                                            config.generator.codebook_size, model.null_label)
-        mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
-        tokens, context, labels = tokens[mine].to(device), context[mine].to(device), labels[mine].to(device)
-        sums = torch.zeros(3, device=device)
-        for m in range(accum):
-            part = slice(m * micro, (m + 1) * micro)
-            last = m == accum - 1
-            with contextlib.nullcontext() if last or world.size == 1 else net.no_sync():
-                with autocast():
-                    losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part])
-                (losses["total"] / accum).backward()
-            sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        done = step + 1
-        if all_finite(world, sums[2], grad_norm):
-            optimizer.step()
-            if ema is not None:
-                ema_update(ema, model, config.ema_decay)
-        else:
-            skipped += 1
-            problem = f"step {done}: the loss ({sums[2].item():g}) or gradient norm ({grad_norm.item():g}) is not finite"
-            if skipped > config.skip_nonfinite:
-                raise FloatingPointError(f"{problem}; stopped without saving: {last_good()}. Lower "
-                                         f"optim.learning_rate, or set skip_nonfinite=N to skip up to N such steps")
-            tqdm.write(f"{problem}: step skipped ({skipped} of at most {config.skip_nonfinite})")
-        optimizer.zero_grad(set_to_none=True)
+    try:
+        bar = tqdm(total=until, initial=start, disable=not (progress and world.main), unit="step", desc="train")
+        model.train()
+        for step in range(start, until):
+            began = time.perf_counter()
+            lr = learning_rate(step, config.steps, config.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            tokens, labels = global_batch(store, step, B, config.seed)
+            context, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise, config.label_dropout,
+                                                config.generator.codebook_size, model.null_label)
+            mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
+            tokens, context, labels = tokens[mine].to(device), context[mine].to(device), labels[mine].to(device)
+            rng = torch.get_rng_state()
+            try:
+                sums = accumulate_gradients(net, tokens, context, labels, codebook, accum, autocast)  # [ce, align, total]
+            except KeyboardInterrupt:
+                if world.size > 1 or step == start:
+                    raise KeyboardInterrupt(f"interrupted at step {step}: {last_good()}") from None
+                torch.set_rng_state(rng)  # as it was when step `step` began: the resume is exact
+                optimizer.zero_grad(set_to_none=True)
+                save(step)
+                raise KeyboardInterrupt(f"interrupted: saved step {step} to {checkpoint}; continue with --resume") from None
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            done = step + 1
+            if all_finite(world, sums[2], grad_norm):
+                optimizer.step()
+                if ema is not None:
+                    ema_update(ema, model, config.ema_decay)
+            else:
+                skipped += 1
+                problem = f"step {done}: the loss ({sums[2].item():g}) or gradient norm ({grad_norm.item():g}) is not finite"
+                if skipped > config.skip_nonfinite:
+                    raise FloatingPointError(f"{problem}; stopped without saving: {last_good()}. Lower "
+                                             f"optim.learning_rate, or set skip_nonfinite=N to skip up to N such steps")
+                tqdm.write(f"{problem}: step skipped ({skipped} of at most {config.skip_nonfinite})")
+            optimizer.zero_grad(set_to_none=True)
 
-        if done % config.log_every == 0 or done == config.steps:
-            if world.size > 1:
-                dist.all_reduce(sums)
-                sums /= world.size
-            seconds = time.perf_counter() - began
-            record = {"step": done, "ce": sums[0].item(), "align": sums[1].item(), "loss": sums[2].item(),
-                      "lr": lr, "noise_ratio": ratio, "grad_norm": grad_norm.item(),
-                      "tokens_per_s": B * config.generator.num_tokens / seconds}
-            logger.log(record)
-            bar.set_postfix(ce=f"{record['ce']:.3f}", align=f"{record['align']:.3f}", lr=f"{lr:.2e}",
-                            r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        bar.update(1)
-        if done % config.checkpoint_every == 0 and done != until:
-            save(done)
-        due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
-        if world.main and config.samples_per_class and due:
-            tokenizer = tokenizer or load_tokenizer(config.tokenizer, device)
-            sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
-    bar.close()
-    if start < until:
-        save(until)
-    logger.close()
+            if done % config.log_every == 0 or done == config.steps:
+                if world.size > 1:
+                    dist.all_reduce(sums)
+                    sums /= world.size
+                seconds = time.perf_counter() - began
+                record = {"step": done, "ce": sums[0].item(), "align": sums[1].item(), "loss": sums[2].item(),
+                          "lr": lr, "noise_ratio": ratio, "grad_norm": grad_norm.item(),
+                          "tokens_per_s": B * config.generator.num_tokens / seconds}
+                logger.log(record)
+                bar.set_postfix(ce=f"{record['ce']:.3f}", align=f"{record['align']:.3f}", lr=f"{lr:.2e}",
+                                r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+            if done % config.checkpoint_every == 0 and done != until:
+                save(done)
+            due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
+            if world.main and config.samples_per_class and due:
+                tokenizer = tokenizer or load_tokenizer(config.tokenizer, device)
+                sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
+        bar.close()
+        if start < until:
+            save(until)
+    finally:
+        logger.close()  # also on errors: the TensorBoard writer holds files open
     if world.main and (out / LOG).is_file():
         plot_losses(out / LOG, out / PLOT)
     return checkpoint
