@@ -56,13 +56,37 @@ def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_download_verifies_checksums(tmp_path, monkeypatch):
-    """A served file whose MD5 differs from the canonical one is rejected and not kept."""
+    """Served files whose contents differ from Fashion-MNIST's are rejected, and nothing is kept."""
     import io
 
-    monkeypatch.setattr(fm.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the real file"))
-    with pytest.raises(ValueError, match="does not match its MD5"):
+    import rear.download
+
+    monkeypatch.setattr(rear.download.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the real file"))
+    with pytest.raises(OSError, match=r"github.com.*not a complete gzip file.*s3-website.*not a complete gzip"):
         fm.download(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_takes_the_first_mirror_that_serves_the_right_bytes(tmp_path, monkeypatch):
+    import io
+    import urllib.error
+
+    import rear.download
+
+    source = fake_fashion_mnist(tmp_path / "source", train=20, test=10)
+    monkeypatch.setattr(fm, "SHA256", {stem: rear.download.sha256(source / f"{stem}.gz", gzip.open) for stem in fm.SHA256})
+    served = []
+
+    def mirror(url, timeout):
+        served.append(url)
+        if "github" in url:
+            raise urllib.error.URLError("timed out")  # a stalled HTTPS mirror
+        return io.BytesIO((source / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(rear.download.urllib.request, "urlopen", mirror)
+    fm.download(tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(f"{stem}.gz" for stem in fm.SHA256)
+    assert len(served) == 8 and fm.load_fashion_mnist("test", tmp_path / "cache")[0].shape == (10, 28, 28)
 
 
 def test_truncated_idx_is_refused(tmp_path):

@@ -75,13 +75,29 @@ def test_missing_weights_without_network(tmp_path, monkeypatch):
     monkeypatch.delenv("REAR_INCEPTION", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
 
-    def offline(url, dst, *args, **kwargs):
+    def offline(url, timeout):
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    import rear.download
+
+    monkeypatch.setattr(rear.download.urllib.request, "urlopen", offline)
     with pytest.raises(FileNotFoundError, match="REAR_INCEPTION") as error:
         load_inception()
     assert WEIGHTS_URL in str(error.value) and "\n" not in str(error.value)
+    assert list((tmp_path / ".cache" / "rear").iterdir()) == []  # no partial file left
+
+
+def test_downloaded_weights_must_match_the_hash_in_their_name(tmp_path, monkeypatch):
+    import io
+
+    import rear.download
+
+    monkeypatch.delenv("REAR_INCEPTION", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(rear.download.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"tampered"))
+    with pytest.raises(FileNotFoundError, match="SHA-256 .*not 6726825d"):
+        load_inception()
+    assert list((tmp_path / ".cache" / "rear").iterdir()) == []
     with pytest.raises(FileNotFoundError, match="pytorch-fid/releases"):
         load_inception(tmp_path / "absent.pth")
 

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
-import shutil
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from rear.download import fetch, sha256
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {  # split -> (images, labels)
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-MD5 = {  # of the canonical .gz files
-    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+# SHA-256 of the decompressed IDX files: mirrors (and Debian) re-gzip them, the data is the same
+SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+URLS = (  # HTTPS first; the canonical S3 website endpoint serves plain HTTP only
+    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+)
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rear" / "fashion-mnist"
 HOW_TO_GET = (
     "get Fashion-MNIST with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four "
-    f"IDX files ({', '.join(MD5)}) in a folder and pass --data-dir or set REAR_DATA"
+    f"IDX files ({', '.join(stem + '.gz' for stem in SHA256)}) in a folder and pass --data-dir or set REAR_DATA"
 )
 
 
@@ -55,24 +57,20 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def download(folder: Path = CACHE_DIR) -> Path:
-    """Download the four canonical .gz files into `folder`, verifying their MD5 sums."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, md5 in MD5.items():
-        target = folder / name
-        if target.is_file() and _md5(target) == md5:
+    """Download the four .gz files into `folder`, verifying the SHA-256 of their contents."""
+    for stem, digest in SHA256.items():
+        target = folder / f"{stem}.gz"
+        if target.is_file() and sha256(target, gzip.open) == digest:
             continue
-        with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
-            with urllib.request.urlopen(URL + name, timeout=30) as response:
-                shutil.copyfileobj(response, tmp)
-        if _md5(Path(tmp.name)) != md5:
-            os.unlink(tmp.name)
-            raise ValueError(f"downloaded {name} does not match its MD5 {md5}")
-        os.replace(tmp.name, target)
+
+        def check(path: Path, digest: str = digest) -> str | None:
+            try:
+                return None if sha256(path, gzip.open) == digest else f"SHA-256 is not {digest[:16]}..."
+            except (OSError, EOFError):
+                return "not a complete gzip file"
+
+        fetch([url + target.name for url in URLS], target, check)
     return folder
 
 
@@ -90,8 +88,8 @@ def locate(data_dir: str | Path | None = None, allow_download: bool = True) -> P
     if allow_download:
         try:
             return download()
-        except (OSError, ValueError) as error:
-            raise FileNotFoundError(f"Fashion-MNIST not found and the download failed ({error}); {HOW_TO_GET}") from error
+        except OSError as error:
+            raise FileNotFoundError(f"Fashion-MNIST not found and the download failed ({error}); {HOW_TO_GET}") from None
     raise FileNotFoundError(f"Fashion-MNIST not found; {HOW_TO_GET}")
 
 

@@ -13,12 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rear.download import fetch, sha256
 from rear.metrics.features import embed_batches
 from rear.weights import load_state, read_torch_file
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
-HINT = f"download {WEIGHTS_URL} and pass its path to load_inception or set REAR_INCEPTION"
+WEIGHTS_SHA256_PREFIX = WEIGHTS_NAME.rsplit("-", 1)[1].split(".")[0]  # 6726825d
+HINT = (f"download {WEIGHTS_URL} by hand and pass its path (--inception PATH), set REAR_INCEPTION, "
+        f"or put it at ~/.cache/rear/{WEIGHTS_NAME}")
 SPATIAL_CHANNELS = 7  # ADM's sFID keeps the first 7 channels of mixed_6/conv
 
 
@@ -190,6 +193,12 @@ class InceptionFeatures(nn.Module):
         return embed_batches(self, images, batch_size, next(self.parameters()).device)
 
 
+def check_weights(path: Path) -> str | None:
+    """The file name carries the first 8 hex digits of its SHA-256 (torch.hub's convention)."""
+    digest = sha256(path)
+    return None if digest.startswith(WEIGHTS_SHA256_PREFIX) else f"SHA-256 {digest[:8]}..., not {WEIGHTS_SHA256_PREFIX}..."
+
+
 def load_inception(path: str | Path | None = None) -> InceptionFeatures:
     """The FID InceptionV3, frozen, in eval mode, on the CPU; weights from `path`, else $REAR_INCEPTION,
     else ~/.cache/rear/pt_inception-2015-12-05-6726825d.pth (downloaded there first when missing)."""
@@ -197,11 +206,9 @@ def load_inception(path: str | Path | None = None) -> InceptionFeatures:
     path = Path(path or os.environ.get("REAR_INCEPTION") or cached)
     if path == cached and not path.is_file():
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(WEIGHTS_URL, str(cached))  # writes a temporary file, then renames
-        except OSError as error:  # offline, refused, HTTP error: all URLError / OSError
-            raise FileNotFoundError(f"no InceptionV3 FID weights at {cached} and no download "
-                                    f"({' '.join(str(error).split())}); {HINT}") from None
+            fetch([WEIGHTS_URL], cached, check_weights)
+        except OSError as error:  # offline, stalled, refused, HTTP error, wrong bytes
+            raise FileNotFoundError(f"no InceptionV3 FID weights at {cached} ({error}); {HINT}") from None
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {HINT}")
     state = read_torch_file(path)
