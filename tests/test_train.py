@@ -53,12 +53,14 @@ def test_mask_mode_writes_the_mask_id():
 def test_regularize_touches_only_image_tokens_and_drops_labels():
     tokens, labels = torch.randint(0, 16, (512, 4)), torch.randint(0, 5, (512,))
     noise = NoiseConfig(corruption=Corruption.MASK, anneal_end=100)
-    context, kept, ratio = regularize(tokens, labels, 0, 0, noise, label_dropout=0.0, codebook_size=16, null_label=5)
+    context, corrupted, kept, ratio = regularize(tokens, labels, 0, 0, noise, label_dropout=0.0, codebook_size=16,
+                                                 null_label=5)
     assert ratio == 1.0 and context.shape == tokens.shape and torch.equal(kept, labels)
-    _, dropped, _ = regularize(tokens, labels, 0, 0, noise, label_dropout=0.25, codebook_size=16, null_label=5)
+    assert torch.equal(corrupted, context == 16)  # mask mode: exactly the masked positions
+    _, _, dropped, _ = regularize(tokens, labels, 0, 0, noise, label_dropout=0.25, codebook_size=16, null_label=5)
     assert abs((dropped == 5).float().mean().item() - 0.25) < 0.06
     off = NoiseConfig(enabled=False)
-    context, _, ratio = regularize(tokens, labels, 0, 0, off, 0.0, 16, 5)
+    context, _, _, ratio = regularize(tokens, labels, 0, 0, off, 0.0, 16, 5)
     assert ratio == 0.0 and torch.equal(context, tokens)
 
 
@@ -89,6 +91,23 @@ def test_alignment_positions_on_a_hand_built_model():
     context[0, 3] = 5  # corrupted input: its encode term is zeroed but still counted in the mean,
     losses = model.training_losses(tokens, labels, code_vectors, context)  # and the decode head
     assert torch.allclose(losses["align"], torch.tensor(-2 * (N - 1) / N))  # reading it misses t_4
+
+
+def test_a_switch_that_drew_the_true_code_still_counts_as_corrupted():
+    torch.manual_seed(0)
+    model = Generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4,
+                                       align={"code_dim": 8, "decode_layer": 1})).eval()
+    tokens, labels = torch.randint(0, 16, (2, 4)), torch.tensor([0, 1])
+    vectors = torch.randn(2, 4, 8)
+    drawn = torch.ones(2, 4, dtype=torch.bool)  # every position drawn by the noise, each switched to itself
+    all_drawn = model.training_losses(tokens, labels, vectors, tokens, drawn)["align"]
+    decode_only = Generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4,
+                                             align={"code_dim": 8, "decode_layer": 1, "encode": False}))
+    decode_only.load_state_dict(model.state_dict(), strict=False)
+    assert torch.allclose(all_drawn, decode_only.eval().training_losses(tokens, labels, vectors)["align"])
+    assert not torch.allclose(all_drawn, model.training_losses(tokens, labels, vectors, tokens)["align"])
+    with pytest.raises(ValueError, match="16 is the mask id"):
+        model.training_losses(torch.full((2, 4), 16), labels, vectors)
 
 
 def test_alignment_loss_formula():

@@ -245,21 +245,27 @@ class Generator(nn.Module):
         labels: torch.Tensor,
         code_vectors: torch.Tensor,
         context: torch.Tensor | None = None,
+        corrupted: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The reAR loss {"ce", "align", "total"} of clean `tokens` [B, N] read through `context`.
 
-        code_vectors [B, N, Z] are the frozen codebook vectors of the clean tokens; positions where
-        context != tokens count as corrupted (their encode-alignment term is zeroed).
+        code_vectors [B, N, Z] are the frozen codebook vectors of the clean tokens; `corrupted` [B, N]
+        marks the context positions the noise drew (their encode-alignment term is zeroed), including
+        a switch that drew the true code; without it, positions where context != tokens count.
         """
         c = self.config
         context = tokens if context is None else context
+        corrupted = context != tokens if corrupted is None else corrupted  # [B, N]
         self.check_inputs(labels, context)
         self.check_inputs(labels, tokens)
-        if tokens.shape[1] != c.num_tokens or context.shape != tokens.shape:
+        if tokens.shape[1] != c.num_tokens or context.shape != tokens.shape or corrupted.shape != tokens.shape:
             raise ValueError(
-                f"tokens and context must both be [B, {c.num_tokens}], "
-                f"got {tuple(tokens.shape)} and {tuple(context.shape)}"
+                f"tokens, context and corrupted must all be [B, {c.num_tokens}], "
+                f"got {tuple(tokens.shape)}, {tuple(context.shape)} and {tuple(corrupted.shape)}"
             )
+        if tokens.numel() and tokens.max() >= c.codebook_size:
+            raise ValueError(f"target tokens must lie in [0, {c.codebook_size - 1}], got {tokens.max().item()} "
+                             f"({c.codebook_size} is the mask id: only a context may hold it)")
         x, condition, rows = self.embed(context, labels)  # [B, N+2, D], [U, N+2, D], [B]
         layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
         x, captured = self.trunk(x, condition, rows, capture=layers)
@@ -272,7 +278,6 @@ class Generator(nn.Module):
                 raise ValueError(
                     f"code_vectors must be [B, N, Z={c.align.code_dim}], got {tuple(code_vectors.shape)}"
                 )
-            corrupted = context != tokens  # [B, N]
             encode = decode = None
             if self.encode_align_mlp is not None:  # state at the position holding t_i
                 # corrupted positions carry no encode term: run the head on the clean ones only
@@ -291,9 +296,10 @@ class Generator(nn.Module):
         labels: torch.Tensor,
         code_vectors: torch.Tensor,
         context: torch.Tensor | None = None,
+        corrupted: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The training losses: the step DistributedDataParallel wraps."""
-        return self.training_losses(tokens, labels, code_vectors, context)
+        return self.training_losses(tokens, labels, code_vectors, context, corrupted)
 
     @torch.no_grad()
     def generate(

@@ -41,11 +41,12 @@ def regularize(
     label_dropout: float,
     codebook_size: int,
     null_label: int,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The context the model reads, the labels after dropout, and the noise bound r of this step."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The context the model reads [B, N], which of its positions the noise drew [B, N], the labels
+    after dropout [B], and the noise bound r of this step."""
     g = torch.Generator().manual_seed(seed * 100_003 + step + 7)
     ratio = noise_ratio(step, noise.anneal_start, noise.anneal_end) if noise.enabled else 0.0
     mask_id = codebook_size if noise.corruption is Corruption.MASK else None
-    context, _ = corrupt_context(tokens, ratio, codebook_size, mask_id, generator=g)
+    context, corrupted = corrupt_context(tokens, ratio, codebook_size, mask_id, generator=g)
     dropped = torch.rand(labels.shape, generator=g) < label_dropout
-    return context, torch.where(dropped, torch.full_like(labels, null_label), labels), ratio
+    return context, corrupted, torch.where(dropped, torch.full_like(labels, null_label), labels), ratio

@@ -54,8 +54,8 @@ def check_store(store: TokenStore, config: TrainConfig) -> None:
                          f"(label {g.num_classes} is the null class); pretokenize the store again")
 
 
-def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: torch.Tensor, labels: torch.Tensor,
-                         codebook: torch.Tensor, accum: int, autocast) -> torch.Tensor:
+def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: torch.Tensor, corrupted: torch.Tensor,
+                         labels: torch.Tensor, codebook: torch.Tensor, accum: int, autocast) -> torch.Tensor:
     """Backward over `accum` micro-batches of this rank's rows, syncing DDP gradients only on the last;
     returns the mean [ce, align, total] losses."""
     micro = len(tokens) // accum
@@ -65,7 +65,7 @@ def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: to
         sync = m == accum - 1 or not isinstance(net, torch.nn.parallel.DistributedDataParallel)
         with contextlib.nullcontext() if sync else net.no_sync():
             with autocast():
-                losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part])
+                losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part], corrupted[part])
             (losses["total"] / accum).backward()
         sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
     return sums
@@ -247,13 +247,13 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             for group in optimizer.param_groups:
                 group["lr"] = lr
             tokens, labels = global_batch(store, step, B, config.seed)
-            context, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise, config.label_dropout,
+            context, corrupted, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise, config.label_dropout,
                                                 config.generator.codebook_size, model.null_label)
             mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
-            tokens, context, labels = tokens[mine].to(device), context[mine].to(device), labels[mine].to(device)
+            tokens, context, corrupted, labels = (t[mine].to(device) for t in (tokens, context, corrupted, labels))
             rng = torch.get_rng_state()
             try:
-                sums = accumulate_gradients(net, tokens, context, labels, codebook, accum, autocast)  # [ce, align, total]
+                sums = accumulate_gradients(net, tokens, context, corrupted, labels, codebook, accum, autocast)  # [3]
             except KeyboardInterrupt:
                 if world.size > 1 or step == start:
                     raise KeyboardInterrupt(f"interrupted at step {step}: {last_good()}") from None
