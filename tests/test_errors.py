@@ -121,6 +121,14 @@ def test_store_data_out_of_range_is_refused(files, tmp_path, capsys, array, valu
     assert message in err
 
 
+def test_a_batch_larger_than_the_store_leaves_nothing_behind(files, tmp_path, capsys):
+    assert "batch_size 64 exceeds the 16 items" in fails(
+        capsys, "train", "configs/fmnist/demo.yaml", f"store={files / 'store'}", f"tokenizer={files / 'patch'}",
+        f"out_dir={tmp_path / 'run'}", "generator.codebook_size=16", "generator.num_classes=3",
+        "generator.num_tokens=4", "generator.align.code_dim=8")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_truncated_train_state_is_named(files, tmp_path, capsys):
     args = ["train", "configs/fmnist/demo.yaml", f"store={files / 'store'}", f"tokenizer={files / 'patch'}",
             f"out_dir={tmp_path / 'run'}", "generator.codebook_size=16", "generator.num_classes=3",

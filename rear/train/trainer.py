@@ -174,6 +174,8 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     codebook, fingerprint = read_codebook(config.tokenizer)
     store.check_tokenizer(fingerprint)
     check_store(store, config)
+    if B > len(store):
+        raise ValueError(f"batch_size {B} exceeds the {len(store)} items of {store.folder}; lower batch_size")
     codebook = codebook.to(world.device)
     out, device = Path(config.out_dir), world.device
     checkpoint = out / CHECKPOINT
