@@ -140,6 +140,26 @@ def test_a_killed_study_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert after["units"]["ar/0/step_4"]["train_steps"] == 2
 
 
+def test_a_lost_scratch_folder_costs_no_finished_unit(finished, tmp_path, monkeypatch):
+    root, data, config = finished
+    for name in ("results", "out"):
+        shutil.copytree(root / name, tmp_path / name)
+    shutil.rmtree(tmp_path / "out")  # a new checkout: runs/ is not committed, results/ is
+    assert {"tokenizer", "classifier", "store-train", "store-test"} <= {p.name for p in (tmp_path / "results").iterdir()}
+    before = results(tmp_path)["units"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished unit ran again")
+
+    monkeypatch.setattr(pipeline, "train", refuse)
+    monkeypatch.setattr(pipeline, "write_samples", refuse)
+    run_study(tiny_study(tmp_path, data))
+    assert results(tmp_path)["units"] == before
+    shutil.rmtree(tmp_path / "results" / "classifier")
+    with pytest.raises(FileNotFoundError, match="records the classifier but .*classifier is missing"):
+        run_study(tiny_study(tmp_path, data))
+
+
 def test_another_config_is_refused(finished, tmp_path):
     root, data, _ = finished
     shutil.copytree(root / "results", tmp_path / "results")

@@ -107,6 +107,11 @@ class Study:
         self.config, self.ledger = config, ledger
         self.out, self.results = Path(config.out), Path(config.results)
         self.steps = eval_steps(config)
+        # The instruments every score depends on live beside the results (and are committed with
+        # them): a lost scratch folder then costs only the reference statistics (recomputed) and the
+        # checkpoints of unfinished runs (retrained from their start).
+        self.tokenizer_dir, self.classifier_dir = self.results / "tokenizer", self.results / "classifier"
+        self.stores = {name: self.results / f"store-{name}" for name in ("train", "test")}
 
     # ------------------------------------------------------------ shared inputs
     @cached_property
@@ -126,11 +131,11 @@ class Study:
 
     @cached_property
     def tokenizer(self):
-        return load_tokenizer(self.out / "tokenizer")
+        return load_tokenizer(self.tokenizer_dir)
 
     @cached_property
     def classifier(self):
-        return load_classifier(self.out / "classifier")
+        return load_classifier(self.classifier_dir)
 
     def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return self.classifier.embed(to_classifier_input(images, self.classifier))
@@ -143,17 +148,25 @@ class Study:
 
     @cached_property
     def references(self) -> dict[str, dict[str, np.ndarray]]:
-        return {name: load_reference(self.out / "references" / name) for name in (TEST_REF, VAL_REF)}
+        """Statistics of the test and validation images (computed on first use; scratch)."""
+        folder = self.out / "references"
+        if not all((folder / name).is_file() for name in (TEST_REF, VAL_REF)):
+            folder.mkdir(parents=True, exist_ok=True)
+            size = self.config.tokenizer.model.image_size
+            for name, images in ((TEST_REF, self.real_images("test")), (VAL_REF, self.real_images("train", "validation"))):
+                save_reference(folder / f".{name}", self.embed(images), size)
+                (folder / f".{name}").replace(folder / name)
+        return {name: load_reference(folder / name) for name in (TEST_REF, VAL_REF)}
 
     @cached_property
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return diagnose.heldout_tokens(TokenStore(self.out / "store-test"), self.config.diagnose_count)
+        return diagnose.heldout_tokens(TokenStore(self.stores["test"]), self.config.diagnose_count)
 
     # ------------------------------------------------------------ shared units
     def make_tokenizer(self) -> dict:
         c = self.config
-        config = dataclasses.replace(c.tokenizer, out=str(self.out / "tokenizer"), threads=c.threads, data_dir=c.data_dir)
-        saved = self.out / "tokenizer" / METRICS
+        config = dataclasses.replace(c.tokenizer, out=str(self.tokenizer_dir), threads=c.threads, data_dir=c.data_dir)
+        saved = self.tokenizer_dir / METRICS
         if saved.is_file():  # trained earlier (or by hand with the same recipe): reuse it
             metrics = json.loads(saved.read_text())
             recipe = lambda d: {k: v for k, v in d.items() if k not in ("out", "threads", "data_dir")}  # noqa: E731
@@ -165,7 +178,7 @@ class Study:
                 "usage": metrics["usage"], "train_seconds": metrics["train_seconds"]}
 
     def make_classifier(self) -> dict:
-        c, folder = self.config.classifier, self.out / "classifier"
+        c, folder = self.config.classifier, self.classifier_dir
         if (folder / "metrics.json").is_file() and json.loads((folder / "config.json").read_text()) == to_dict(c):
             metrics = json.loads((folder / "metrics.json").read_text())
         else:
@@ -175,26 +188,18 @@ class Study:
 
     def make_stores(self) -> dict:
         tokenizer, made = self.tokenizer, {}
-        for name, split, subset in (("store-train", "train", ("study-train", self.splits["train"])),
-                                    ("store-test", "test", None)):
-            folder = self.out / name
+        for split, subset in (("train", ("study-train", self.splits["train"])), ("test", None)):
+            folder = self.stores[split]
             if not TokenStore.is_complete(folder):
                 source = fashion_mnist_source(split, self.config.data_dir, tokenizer.channels, subset)
-                pretokenize(source, tokenizer, folder, tokenizer_path=str(self.out / "tokenizer"),
-                            flip=self.config.flip and name == "store-train", progress=False)
-            made[name] = len(TokenStore(folder))
-        return {"train_images": made["store-train"], "test_images": made["store-test"],
+                pretokenize(source, tokenizer, folder, tokenizer_path=str(self.tokenizer_dir),
+                            flip=self.config.flip and split == "train", progress=False)
+            made[split] = len(TokenStore(folder))
+        return {"train_images": made["train"], "test_images": made["test"],
                 "validation_images": len(self.splits["validation"]), "floor_images": len(self.splits["floor"])}
 
     def make_references(self) -> dict:
-        folder = self.out / "references"
-        folder.mkdir(parents=True, exist_ok=True)
-        test = self.embed(self.real_images("test"))
         size = self.config.tokenizer.model.image_size
-        for name, features in ((TEST_REF, test), (VAL_REF, self.embed(self.real_images("train", "validation")))):
-            save_reference(folder / f".{name}", features, size)
-            (folder / f".{name}").replace(folder / name)
-        self.__dict__.pop("references", None)
         reference, labels = self.references[TEST_REF], self.fashion["train"][1]
         floor = self.score_images(self.real_images("train", "floor"), reference, labels[self.splits["floor"]])
         memorized = self.score_images(self.real_images("train", "train"), reference, labels[self.splits["train"]])
@@ -205,7 +210,7 @@ class Study:
     def run_config(self, arm: str, k: int) -> TrainConfig:
         c = self.config
         return merge(c.train, ARMS[arm], {
-            "store": str(self.out / "store-train"), "tokenizer": str(self.out / "tokenizer"),
+            "store": str(self.stores["train"]), "tokenizer": str(self.tokenizer_dir),
             "out_dir": str(self.run_dir(arm, k)), "seed": c.train.seed + k, "threads": c.threads})
 
     def run_dir(self, arm: str, k: int) -> Path:
@@ -332,9 +337,22 @@ def run_study(config: StudyConfig, quick: bool = False) -> Path:
     if not (config.train.noise.enabled and config.train.generator.align.encode and config.train.generator.align.decode):
         raise ValueError("the study's train config must be the full reAR recipe (noise and both alignment heads on); "
                          "the arms switch parts off")
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _run(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: StudyConfig) -> Path:
     ledger = Ledger(config.results, config)
     study = Study(config, ledger)
+    for unit, folder in (("tokenizer", study.tokenizer_dir), ("classifier", study.classifier_dir),
+                         ("stores", study.stores["train"])):
+        if ledger.done(unit) and not folder.is_dir():
+            raise FileNotFoundError(f"{ledger.path} records the {unit} but {folder} is missing; restore it (it is "
+                                    "committed with the results) or set results=... and out=... for a new study")
     units = study.units()
     began = time.perf_counter()
     for unit in units:

@@ -154,11 +154,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, unti
     there; the schedule is always that of `config.steps`, so stopping at `until` and resuming is the
     same run. `overwrite` lets a fresh run replace the logs of an earlier run that left no checkpoint.
     Returns the checkpoint folder."""
-    world = setup()
+    world, threads = setup(), torch.get_num_threads()
     try:
         return _train(config.validate(), world, resume, progress, config.steps if until is None else until, overwrite)
     finally:
         teardown()
+        torch.set_num_threads(threads)  # config.threads holds for this run only
 
 
 def _train(config: TrainConfig, world: World, resume: bool, progress: bool, until: int, overwrite: bool) -> Path:
