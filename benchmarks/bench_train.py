@@ -19,8 +19,8 @@ from bench_sampling import matmul_peak, seconds
 from rear import precision
 from rear.config import OptimConfig, generator_preset
 from rear.generator import Generator
+from rear.optim import make_optimizer
 from rear.regularizers import corrupt_context
-from rear.train.optim import make_optimizer
 
 
 def forward_flops_per_token(model: Generator) -> float:

@@ -14,9 +14,9 @@ from conftest import PatchTokenizer
 from rear.config import Corruption, NoiseConfig, OptimConfig, TrainConfig, generator_preset, merge
 from rear.data.store import Source, pretokenize
 from rear.generator import Generator
+from rear.optim import decay_groups, learning_rate
 from rear.regularizers import alignment_loss, corrupt_context, noise_ratio
 from rear.train.batches import regularize
-from rear.train.optim import decay_groups, learning_rate
 from rear.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

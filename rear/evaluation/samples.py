@@ -17,10 +17,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from rear.config import SampleConfig
+from rear.distributed import World
 from rear.generator import Generator
 from rear.images import to_uint8
 from rear.tokenizer.base import VQTokenizer
-from rear.distributed import World
 from rear.weights import state_fingerprint
 
 SETTINGS, ARCHIVE = "settings.json", "samples.npz"

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rear import precision
-from rear.weights import replace_dir
 from rear.config import TokenizerTrainConfig, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.folder import warn_skipped
 from rear.data.store import folder_source
+from rear.optim import learning_rate, make_optimizer
 from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
-from rear.train.optim import learning_rate, make_optimizer
+from rear.weights import replace_dir
 
 METRICS = "metrics.json"
 

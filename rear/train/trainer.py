@@ -21,13 +21,13 @@ from tqdm import tqdm
 from rear import precision
 from rear.config import TrainConfig
 from rear.data.store import TokenStore
+from rear.distributed import World, setup, teardown
 from rear.generator import Generator
 from rear.generator.model import Block
 from rear.images import save_grid
+from rear.optim import learning_rate, make_optimizer
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.batches import global_batch, regularize
-from rear.distributed import World, setup, teardown
-from rear.train.optim import learning_rate, make_optimizer
 from rear.train.plots import plot_losses
 from rear.train.state import load_training, save_training
 from rear.weights import recover_dir
