@@ -78,6 +78,8 @@ def cmd_pretokenize(args: argparse.Namespace) -> None:
 
 
 def cmd_preview(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from rear.data.store import TokenStore
     from rear.images import save_grid
     from rear.tokenizer.load import load_tokenizer
@@ -87,7 +89,8 @@ def cmd_preview(args: argparse.Namespace) -> None:
     store.check_tokenizer(tokenizer.fingerprint())
     count = min(args.count, len(store))
     items = torch.linspace(0, len(store) - 1, count).long().numpy()
-    tokens, labels = store.batch(items.repeat(store.num_views), torch.arange(store.num_views).repeat_interleave(count).numpy())
+    # one row per view: items tiled (not each repeated) beside views repeated per row
+    tokens, labels = store.batch(np.tile(items, store.num_views), np.arange(store.num_views).repeat(count))
     path = save_grid(tokenizer.decode(tokens), args.out, columns=count)
     print(f"decoded {count} items x {store.num_views} views (one row per view): {path}")
 

@@ -63,3 +63,27 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
 def test_every_subcommand_has_help(command):
     result = subprocess.run([sys.executable, "-m", "rear", command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "usage: rear" in result.stdout
+
+
+def test_preview_shows_each_view_of_the_same_items(tmp_path, monkeypatch):
+    """Row v of the grid is view v of the same evenly spaced items (row 1 mirrors row 0)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from conftest import PatchTokenizer
+    from rear.data.store import Source, pretokenize
+
+    tokenizer = PatchTokenizer()
+    (tmp_path / "tok").mkdir()
+    save_file({k: v.contiguous() for k, v in tokenizer.state_dict().items()}, tmp_path / "tok" / "model.safetensors")
+    images = torch.rand(6, 1, 8, 8)
+    pretokenize(Source("memory:p", 6, ["a"], lambda a, b, size: (images[a:b], torch.zeros(b - a, dtype=torch.long), [])),
+                tokenizer, tmp_path / "store", tokenizer_path=str(tmp_path / "tok"), progress=False)
+    shown = {}
+    monkeypatch.setattr("rear.images.save_grid", lambda x, path, columns: shown.update(x=x, columns=columns) or path)
+    monkeypatch.setattr("rear.tokenizer.load.load_tokenizer", lambda path, device="cpu": tokenizer)
+    main(["preview", str(tmp_path / "store"), "--count", "3", "--out", str(tmp_path / "p.png")])
+    expected = torch.cat([tokenizer.decode(tokenizer.encode(images[[0, 2, 5]])),
+                          tokenizer.decode(tokenizer.encode(images[[0, 2, 5]].flip(-1)))])
+    assert shown["columns"] == 3 and torch.allclose(shown["x"], expected)
