@@ -87,3 +87,13 @@ def test_preview_shows_each_view_of_the_same_items(tmp_path, monkeypatch):
     expected = torch.cat([tokenizer.decode(tokenizer.encode(images[[0, 2, 5]])),
                           tokenizer.decode(tokenizer.encode(images[[0, 2, 5]].flip(-1)))])
     assert shown["columns"] == 3 and torch.allclose(shown["x"], expected)
+
+
+def test_progress_in_a_file_is_sparse(tmp_path):
+    """A background run's log holds a few ASCII updates, not one per step."""
+    script = ("from rear.progress import bar\nimport time\n"
+              "for _ in bar(range(2000), desc='x'):\n    time.sleep(0.0005)\n")
+    with open(tmp_path / "log.txt", "w") as log:
+        subprocess.run([sys.executable, "-c", script], stderr=log, check=True)
+    text = (tmp_path / "log.txt").read_text()
+    assert text.count("\r") <= 3 and "2000/2000" in text and "█" not in text

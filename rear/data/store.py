@@ -16,11 +16,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rear.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.folder import ImageFolder, warn_skipped
+from rear.progress import bar as progress_bar
 from rear.tokenizer.base import VQTokenizer
 
 FORMAT, VERSION = "rear-token-store", 1
@@ -169,7 +169,7 @@ def pretokenize(
         _write_manifest(out, manifest)
 
     device = next(tokenizer.parameters()).device
-    bar = tqdm(total=source.num_items, initial=manifest["cursor"], unit="img", disable=not progress, desc="pretokenize")
+    bar = progress_bar(total=source.num_items, initial=manifest["cursor"], unit="img", enabled=progress, desc="pretokenize")
     while manifest["cursor"] < source.num_items:
         start = manifest["cursor"]
         stop = min(start + batch_size, source.num_items)

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from tqdm import tqdm
 
-from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 from rear.config import ClassifierConfig, merge, to_dict
 from rear.metrics.features import embed_batches
+from rear.progress import bar as progress_bar
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 
 
 class Classifier(nn.Module):
@@ -80,7 +80,7 @@ def train_classifier(
     steps = config.epochs * (len(images) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps)
     began = time.perf_counter()
-    bar = tqdm(total=steps, disable=not progress, desc="classifier", unit="step")
+    bar = progress_bar(total=steps, enabled=progress, desc="classifier", unit="step")
     model.train()
     for _ in range(config.epochs):
         order = torch.randperm(len(images), generator=g)

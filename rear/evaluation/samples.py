@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
-from tqdm import tqdm
 
 from rear.config import SampleConfig
 from rear.distributed import World
 from rear.generator import Generator
 from rear.images import to_uint8
+from rear.progress import bar
 from rear.tokenizer.base import VQTokenizer
 from rear.weights import state_fingerprint
 
@@ -75,7 +75,7 @@ def write_samples(
     batches = range(world.rank, -(-num_samples // batch_size), world.size)
     todo = [b for b in batches
             if not all(png_path(out, i).is_file() for i in range(b * batch_size, min((b + 1) * batch_size, num_samples)))]
-    for b in tqdm(todo, disable=not (progress and world.main), desc="sample", unit="batch"):
+    for b in bar(todo, enabled=progress and world.main, desc="sample", unit="batch"):
         indices = torch.arange(b * batch_size, min((b + 1) * batch_size, num_samples))
         labels = (indices % C).to(world.device)
         generator = torch.Generator(world.device).manual_seed(seed * 1_000_003 + b)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from rear import precision
 from rear.config import TokenizerTrainConfig, to_dict
@@ -22,6 +21,7 @@ from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.folder import warn_skipped
 from rear.data.store import folder_source
 from rear.optim import learning_rate, make_optimizer
+from rear.progress import bar as progress_bar
 from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
 from rear.weights import replace_dir
 
@@ -130,7 +130,7 @@ def fit(config: TokenizerTrainConfig, images: torch.Tensor, progress: bool = Tru
     ema = CodebookEMA(codebook, config.codebook_decay, config.dead_fraction, generator)
     batches = shuffled_batches(len(images), config.batch_size, generator)
     restarts, smoothed = 0, None
-    bar = tqdm(range(config.steps), disable=not progress, unit="step", desc="tokenizer")
+    bar = progress_bar(range(config.steps), enabled=progress, unit="step", desc="tokenizer")
     for step in bar:
         x = images[next(batches)].contiguous(memory_format=torch.channels_last)  # [B, C, H, W]
         if step == 0:

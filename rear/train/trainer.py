@@ -26,6 +26,7 @@ from rear.generator import Generator
 from rear.generator.model import Block
 from rear.images import save_grid
 from rear.optim import learning_rate, make_optimizer
+from rear.progress import bar as progress_bar
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.batches import global_batch, regularize
 from rear.train.plots import plot_losses
@@ -242,7 +243,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
         return f"the last good checkpoint {checkpoint} (step {saved}) is untouched"
 
     try:
-        bar = tqdm(total=until, initial=start, disable=not (progress and world.main), unit="step", desc="train")
+        bar = progress_bar(total=until, initial=start, enabled=progress and world.main, unit="step", desc="train")
         model.train()
         for step in range(start, until):
             began = time.perf_counter()
