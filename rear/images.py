@@ -26,3 +26,11 @@ def save_grid(images: torch.Tensor, path: str | Path, columns: int, padding: int
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid[..., 0] if C == 1 else grid).save(path)
     return path
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, num_classes: int, per_class: int = 10) -> Path:
+    """A PNG with one row per class: the first `per_class` of uint8 images [n, H, W, C] of each class."""
+    picks = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(num_classes)])
+    x = torch.from_numpy(images[picks]).float().div(255).permute(0, 3, 1, 2)  # [n, C, H, W]
+    gray = x.shape[1] == 3 and bool((x == x[:, :1]).all())
+    return save_grid(x[:, :1] if gray else x, path, columns=per_class)

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from conftest import PatchTokenizer, random_generator
@@ -29,6 +30,9 @@ def test_samples_are_class_balanced_with_adm_layout(tmp_path):
     assert np.bincount(labels).tolist() == [4] * 5
     settings = json.loads((tmp_path / SETTINGS).read_text())
     assert settings["sample"]["cfg_scale"] == 2.0 and settings["num_samples"] == 20
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))  # one row per class, 4 samples each, 2 px padding
+    assert grid.shape[:2] == (5 * 10 + 2, 4 * 10 + 2)
+    assert (grid[2:10, 12:20] == images[5][..., 0]).all()  # row 0, column 1: the second sample of class 0
 
 
 def test_resumed_sampling_writes_the_same_files(tmp_path):

@@ -18,12 +18,12 @@ from PIL import Image
 from rear.config import SampleConfig
 from rear.distributed import World
 from rear.generator import Generator
-from rear.images import to_uint8
+from rear.images import class_grid, to_uint8
 from rear.progress import bar
 from rear.tokenizer.base import VQTokenizer
 from rear.weights import state_fingerprint
 
-SETTINGS, ARCHIVE = "settings.json", "samples.npz"
+SETTINGS, ARCHIVE, GRID = "settings.json", "samples.npz", "grid.png"  # grid: first 10 classes, 10 each
 
 
 def png_path(folder: Path, index: int) -> Path:
@@ -97,5 +97,7 @@ def archive(out: Path, num_samples: int) -> Path:
     """Pack the PNGs into `samples.npz`: `arr_0` uint8 [n, H, W, 3] and `labels` [n]."""
     images = np.stack([np.asarray(Image.open(png_path(out, i)).convert("RGB")) for i in range(num_samples)])
     C = json.loads((out / SETTINGS).read_text())["num_classes"]
-    np.savez(out / ARCHIVE, arr_0=images, labels=np.arange(num_samples) % C)
+    labels = np.arange(num_samples) % C
+    np.savez(out / ARCHIVE, arr_0=images, labels=labels)
+    class_grid(images, labels, out / GRID, min(C, 10), per_class=min(10, num_samples // C))
     return out / ARCHIVE

@@ -10,10 +10,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rear.config import StudyConfig
-from rear.images import save_grid
+from rear.images import class_grid
 
 NAMES = {"ar": "plain AR", "noisy": "noisy context only", "embed": "embedding alignment only", "rear": "reAR"}
 COLORS = {"ar": "tab:blue", "noisy": "tab:green", "embed": "tab:purple", "rear": "tab:red"}
@@ -200,10 +199,7 @@ def plot_training(runs: Path, path: Path) -> None:
 def sample_grid(samples: Path, path: Path, num_classes: int, per_class: int = 10) -> Path:
     """One row per class of the first `per_class` samples of that class in an ADM .npz."""
     with np.load(samples) as data:
-        images, labels = data["arr_0"], data["labels"]
-    picks = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(num_classes)])
-    x = torch.from_numpy(images[picks]).float().div(255).permute(0, 3, 1, 2)  # [n, 3, H, W]
-    return save_grid(x[:, :1] if (x[:, :1] == x).all() else x, path, columns=per_class)
+        return class_grid(data["arr_0"], data["labels"], path, num_classes, per_class)
 
 
 def write(config: StudyConfig, ledger, out: Path) -> None:
