@@ -18,13 +18,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from omegaconf import OmegaConf
+
     from rear.config import TokenizerTrainConfig, merge
+    from rear.data.folder import infer_channels
+    from rear.data.store import parse_source
     from rear.tokenizer.train import source_images, train_tokenizer
 
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
     if Path(config.out).exists() and not args.force:
         raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
+    root, _ = parse_source(args.source if args.source != "fashion-mnist" else "fashion-mnist:train")
+    chosen = OmegaConf.select(OmegaConf.load(args.config), "model.channels") is not None or any(
+        o.startswith("model.channels=") for o in args.overrides)
+    if root != "fashion-mnist" and not chosen:
+        config.model.channels = infer_channels(root)
+        print(f"channels: {config.model.channels} ({'grayscale' if config.model.channels == 1 else 'RGB'}), "
+              f"read from the images of {root}; set model.channels to choose")
     train_images, heldout = source_images(args.source, config, args.strict)
+    print(f"{len(train_images)} training images, {len(heldout)} held out")
     metrics = train_tokenizer(config, train_images, heldout)
     print(f"tokenizer: {config.out}  held-out PSNR {metrics['psnr']:.2f} dB  codebook usage {metrics['usage']:.1%}")
 
@@ -134,15 +146,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _reference_images(spec: str, size: int, data_dir: str | None):
-    """uint8 [n, S, S, 3] images of a dataset split (fashion-mnist:test), a folder, or an .npz."""
+    """uint8 [n, S, S, 3] images of a source (fashion-mnist:test, FOLDER:heldout, ...) at size S,
+    or as they are of a plain folder of images or an .npz."""
+    from rear.data.store import open_source, parse_source, read_all
     from rear.evaluation.evaluate import load_images
     from rear.images import to_uint8
 
-    if spec.startswith("fashion-mnist:"):
-        from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
-
-        images = to_uint8(to_tensor(load_fashion_mnist(spec.split(":", 1)[1], data_dir)[0], size))
-        return images.repeat(3, axis=-1)
+    root, part = (spec, None) if spec.endswith(".npz") else parse_source(spec)
+    if root == "fashion-mnist" or part:
+        return to_uint8(read_all(open_source(spec, 3, data_dir), size)[0])
     return load_images(spec)[0]
 
 
@@ -153,15 +165,24 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
 
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.config import ClassifierConfig, merge
-    from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+    from rear.data.folder import infer_channels
+    from rear.data.store import open_source, parse_source, read_all
     from rear.evaluation.classifier import train_classifier
 
-    config = merge(ClassifierConfig, args.overrides)
     _refuse_existing(args.out, args.overwrite)
-    split = lambda name: tuple(  # noqa: E731
-        f(x) for f, x in zip((lambda i: to_tensor(i, config.image_size), torch.from_numpy), load_fashion_mnist(name, args.data_dir)))
-    metrics = train_classifier(config, split("train"), split("test"), args.out)
-    print(f"classifier: {args.out}  test accuracy {metrics['test_accuracy']:.2%}")
+    root, _ = parse_source(args.source if args.source != "fashion-mnist" else "fashion-mnist:train")
+    parts = ("fashion-mnist:train", "fashion-mnist:test") if root == "fashion-mnist" else (f"{root}:train", f"{root}:heldout")
+    chosen = {o.split("=", 1)[0] for o in args.overrides}
+    probe = open_source(parts[0], 1, args.data_dir)
+    found = {"num_classes": len(probe.class_names),
+             "channels": 1 if root == "fashion-mnist" else infer_channels(root)}
+    config = merge(ClassifierConfig, {k: v for k, v in found.items() if k not in chosen}, args.overrides)
+    train, test = (read_all(open_source(p, config.channels, args.data_dir), config.image_size) for p in parts)
+    source = {"source": args.source, "train": parts[0], "test": parts[1], "class_names": probe.class_names,
+              "channels": config.channels, "image_size": config.image_size}
+    metrics = train_classifier(config, train, test, args.out, source=source)
+    print(f"classifier: {args.out}  {len(train[0])} training images, accuracy {metrics['test_accuracy']:.2%} "
+          f"on the {len(test[0])} of {parts[1]} ({config.channels} channel(s), {config.num_classes} classes)")
 
 
 def _extractor(args: argparse.Namespace):
@@ -196,6 +217,12 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 
     embed, size, class_labels = _extractor(args)
     images, labels = load_images(args.samples)
+    if args.classifier:
+        from rear.evaluation.classifier import load_classifier
+        from rear.evaluation.evaluate import check_domain
+
+        for warning in check_domain(images, labels, load_classifier(args.classifier)):
+            print(f"rear eval score: warning: {warning}", file=sys.stderr)
     if args.reference.endswith(".npz") and Path(args.reference).is_file():
         reference = load_reference(args.reference, embed)
         if "image_size" in reference and int(reference["image_size"]) != images.shape[1]:
@@ -284,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok_train.add_argument("config", help="YAML config, e.g. configs/fmnist/tokenizer.yaml")
     tok_train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=1000 out=runs/tok")
     tok_train.add_argument("--source", default="fashion-mnist",
-                           help="fashion-mnist (train split; test held out) or an image folder (10%% held out)")
+                           help="fashion-mnist (train split; test held out) or an image folder: trains on FOLDER:train, "
+                           "evaluates on FOLDER:heldout (10%% of each class, fixed by file names); channels are read "
+                           "from the images unless the config sets model.channels")
     tok_train.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     tok_train.add_argument("--force", action="store_true", help="replace an existing output folder")
     tok_train.set_defaults(func=cmd_tokenizer_train)
@@ -373,9 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     stats.add_argument("--data-dir")
     stats.set_defaults(func=cmd_eval_stats)
-    clf = eval_commands.add_parser("train-classifier", help="train the Fashion-MNIST domain classifier",
+    clf = eval_commands.add_parser("train-classifier", help="train a domain classifier on Fashion-MNIST or a folder",
                                    description="Train the domain classifier whose features replace InceptionV3 on small data.")
     clf.add_argument("overrides", nargs="*", help="key=value overrides of ClassifierConfig")
+    clf.add_argument("--source", default="fashion-mnist",
+                     help="fashion-mnist (train; test scored) or an image folder (FOLDER:train; FOLDER:heldout scored); "
+                     "channels and classes come from the data unless overridden")
     clf.add_argument("--out", default="runs/classifier")
     clf.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     clf.add_argument("--data-dir")

@@ -1,6 +1,7 @@
 """Image-folder datasets (ImageNet layout: one sub-folder per class) with the ADM center crop."""
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -21,10 +22,45 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-class ImageFolder(torch.utils.data.Dataset):
-    """root/<class>/<image>: items (image [C, S, S] float in [0, 1] or None if unreadable, label)."""
+HELDOUT_FRACTION = 0.1  # FOLDER:heldout; fixed, so the name means the same images in every command
+PARTS = ("train", "heldout")
 
-    def __init__(self, root: str | Path, size: int, channels: int = 3) -> None:
+
+def heldout_indices(files: list[tuple[Path, int]], root: Path) -> set[int]:
+    """Per class, the round(10%) files (at least one of two or more) whose relative paths hash
+    lowest: a split that depends only on the files' names, stable under renaming the root."""
+    by_class: dict[int, list[tuple[str, int]]] = {}
+    for index, (path, label) in enumerate(files):
+        key = hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest()
+        by_class.setdefault(label, []).append((key, index))
+    heldout = set()
+    for items in by_class.values():
+        count = max(1, round(len(items) * HELDOUT_FRACTION)) if len(items) >= 2 else 0
+        heldout.update(index for _, index in sorted(items)[:count])
+    return heldout
+
+
+def infer_channels(root: str | Path, probe: int = 64) -> int:
+    """1 when the first `probe` images (spread over the folder) are all grayscale, else 3."""
+    files = ImageFolder(root, size=0, channels=3).files
+    for path, _ in files[:: max(1, len(files) // probe)]:
+        try:
+            with Image.open(path) as image:
+                if image.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+                    if (rgb != rgb[..., :1]).any():
+                        return 3
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return 1
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """root/<class>/<image>: items (image [C, S, S] float in [0, 1] or None if unreadable, label).
+
+    `part` keeps the "train" (90%) or "heldout" (10%) files of `heldout_indices`; None keeps all."""
+
+    def __init__(self, root: str | Path, size: int, channels: int = 3, part: str | None = None) -> None:
         self.root, self.size = Path(root), size
         self.mode = {1: "L", 3: "RGB"}[channels]
         if not self.root.is_dir():
@@ -40,6 +76,13 @@ class ImageFolder(torch.utils.data.Dataset):
         ]
         if not self.files:
             raise ValueError(f"{self.root} holds no image files ({', '.join(sorted(EXTENSIONS))})")
+        if part is not None:
+            if part not in PARTS:
+                raise ValueError(f"unknown part {part!r} of {self.root}; choose one of {', '.join(PARTS)}")
+            heldout = heldout_indices(self.files, self.root)
+            self.files = [f for i, f in enumerate(self.files) if (i in heldout) == (part == "heldout")]
+            if not self.files:
+                raise ValueError(f"{self.root}:{part} is empty; a class needs at least two images to hold one out")
 
     def __len__(self) -> int:
         return len(self.files)

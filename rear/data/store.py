@@ -19,7 +19,7 @@ import torch
 
 from rear.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
-from rear.data.folder import ImageFolder, warn_skipped
+from rear.data.folder import PARTS, ImageFolder, warn_skipped
 from rear.progress import bar as progress_bar
 from rear.tokenizer.base import VQTokenizer
 
@@ -72,9 +72,10 @@ def fashion_mnist_source(split: str, data_dir: str | None = None, channels: int 
     return Source(identity, len(images), list(FASHION_CLASSES), read)
 
 
-def folder_source(root: str | Path, channels: int = 3, workers: int = 4) -> Source:
-    """An image folder (one sub-folder per class), ADM center crop; unreadable files are reported."""
-    folder = ImageFolder(root, size=0, channels=channels)
+def folder_source(root: str | Path, channels: int = 3, part: str | None = None, workers: int = 4) -> Source:
+    """An image folder (one sub-folder per class), all of it or one `part` (train / heldout), ADM
+    center crop; unreadable files are reported."""
+    folder = ImageFolder(root, size=0, channels=channels, part=part)
 
     def read(start: int, stop: int, size: int):
         folder.size = size
@@ -91,14 +92,36 @@ def folder_source(root: str | Path, channels: int = 3, workers: int = 4) -> Sour
             return torch.empty(0, channels, size, size), torch.empty(0, dtype=torch.long), skipped
         return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), skipped
 
-    return Source(f"folder:{Path(root).resolve()}", len(folder), folder.classes, read)
+    name = f"folder:{Path(root).resolve()}" + (f":{part}" if part else "")
+    return Source(name, len(folder), folder.classes, read)
+
+
+def parse_source(spec: str) -> tuple[str, str | None]:
+    """`fashion-mnist:SPLIT` -> ("fashion-mnist", SPLIT); `FOLDER[:train|:heldout]` -> (FOLDER, part or None)."""
+    head, _, tail = spec.rpartition(":")
+    if spec.startswith("fashion-mnist"):
+        if tail not in ("train", "test") or head != "fashion-mnist":
+            raise ValueError(f"unknown source {spec!r}; Fashion-MNIST is fashion-mnist:train or fashion-mnist:test")
+        return "fashion-mnist", tail
+    if head and tail in PARTS:
+        return head, tail
+    return spec, None
 
 
 def open_source(spec: str, channels: int, data_dir: str | None = None) -> Source:
-    """`fashion-mnist:train`, `fashion-mnist:test`, or a path to an image folder."""
-    if spec.startswith("fashion-mnist:"):
-        return fashion_mnist_source(spec.split(":", 1)[1], data_dir, channels)
-    return folder_source(spec, channels)
+    """`fashion-mnist:train`, `fashion-mnist:test`, or an image folder: `FOLDER` (every image),
+    `FOLDER:train` or `FOLDER:heldout` (rear.data.folder.heldout_indices)."""
+    root, part = parse_source(spec)
+    if root == "fashion-mnist":
+        return fashion_mnist_source(part, data_dir, channels)
+    return folder_source(root, channels, part)
+
+
+def read_all(source: Source, size: int, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image [n, C, size, size] in [0, 1] and label [n] of a source (unreadable files warned about)."""
+    images, labels, skipped = source.read(0, source.num_items, size)
+    warn_skipped(skipped, strict)
+    return images, labels
 
 
 # ------------------------------------------------------------------ writing

@@ -69,9 +69,10 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def train_classifier(
     config: ClassifierConfig, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-    out: str | Path, progress: bool = True,
+    out: str | Path, progress: bool = True, source: dict | None = None,
 ) -> dict:
-    """Train on (images, labels), report test accuracy, save the folder (weights + config + metrics)."""
+    """Train on (images, labels), report test accuracy, save the folder (weights + config + metrics,
+    with `source`: what it was trained on, which `rear eval score` checks samples against)."""
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
     model = Classifier(config)
@@ -96,7 +97,7 @@ def train_classifier(
     bar.close()
     probs = model.embed(test[0])["probs"]
     metrics = {"test_accuracy": float((probs.argmax(1) == test[1].numpy()).mean()),
-               "train_seconds": time.perf_counter() - began, "steps": steps}
+               "train_seconds": time.perf_counter() - began, "steps": steps, "source": source}
 
     def build(folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS)

@@ -46,6 +46,24 @@ def to_classifier_input(images: np.ndarray, classifier: Classifier) -> torch.Ten
     return x.mean(1, keepdim=True) if c.channels == 1 else x
 
 
+def check_domain(images: np.ndarray, labels: np.ndarray | None, classifier: Classifier) -> list[str]:
+    """Refuse samples uint8 [n, H, W, 3] the classifier cannot judge (size, colour, classes); return
+    warnings for what it can judge with care."""
+    c = classifier.config
+    if images.ndim != 4 or images.shape[1:3] != (c.image_size, c.image_size):
+        raise ValueError(f"samples are {images.shape[1:3]} images but the classifier takes {c.image_size}x{c.image_size}")
+    colour = bool((images[..., :1] != images).any())
+    if c.channels == 1 and colour:
+        raise ValueError("samples are in colour but the classifier was trained on grayscale images; "
+                         "train one on the samples' domain (rear eval train-classifier --source ...)")
+    if labels is not None and int(labels.max()) + 1 != c.num_classes:
+        raise ValueError(f"samples are labelled with {int(labels.max()) + 1} classes but the classifier knows "
+                         f"{c.num_classes}; train one on the samples' domain (rear eval train-classifier --source ...)")
+    if c.channels == 3 and not colour:
+        return ["samples are grayscale but the classifier was trained on colour images"]
+    return []
+
+
 def to_inception_input(images: np.ndarray) -> torch.Tensor:
     """uint8 [n, H, W, 3] -> float [n, 3, H, W] in [0, 1] (InceptionFeatures resizes to 299 itself)."""
     if images.ndim != 4 or images.shape[-1] != 3:

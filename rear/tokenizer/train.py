@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from rear import precision
 from rear.config import TokenizerTrainConfig, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
-from rear.data.folder import warn_skipped
-from rear.data.store import folder_source
+from rear.data.store import open_source, parse_source, read_all
 from rear.optim import learning_rate, make_optimizer
 from rear.progress import bar as progress_bar
 from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
@@ -37,22 +36,21 @@ def fashion_mnist_images(data_dir: str | None = None, size: int = 32) -> tuple[t
 def source_images(spec: str, config: TokenizerTrainConfig, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, held-out) images [n, C, S, S] in [0, 1] at the tokenizer's size and channels.
 
-    `fashion-mnist`: the train split, the test split held out. Otherwise an image folder (one
-    sub-folder per class, ADM center crop) read whole, with a seeded 10% held out.
+    `fashion-mnist`: the train split, the test split held out. An image folder (one sub-folder per
+    class, ADM center crop): FOLDER:train, with FOLDER:heldout held out (the split every command names).
     """
     size, channels = config.model.image_size, config.model.channels
-    if spec == "fashion-mnist":
+    root, _ = parse_source(spec if spec != "fashion-mnist" else "fashion-mnist:train")
+    if root == "fashion-mnist":
         if channels != 1:
             raise ValueError(f"Fashion-MNIST is grayscale but the tokenizer has {channels} channels; set model.channels=1")
         return fashion_mnist_images(config.data_dir, size)
-    source = folder_source(spec, channels)
-    images, _, skipped = source.read(0, source.num_items, size)  # [n, C, S, S]
-    warn_skipped(skipped, strict)
-    if len(images) < 2:
-        raise ValueError(f"{spec} has {len(images)} readable image(s); a tokenizer needs at least 2 (one held out)")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
-    heldout = max(1, len(images) // 10)
-    return images[order[heldout:]], images[order[:heldout]]
+    train = read_all(open_source(f"{root}:train", channels), size, strict)[0]
+    heldout = read_all(open_source(f"{root}:heldout", channels), size, strict)[0]
+    if len(train) < 1 or len(heldout) < 1:
+        raise ValueError(f"{root} has {len(train)} readable training and {len(heldout)} held-out images; "
+                         "a tokenizer needs at least one of each (two images in a class)")
+    return train, heldout
 
 
 def flat_latents(latents: torch.Tensor) -> torch.Tensor:

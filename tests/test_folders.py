@@ -1,0 +1,87 @@
+"""Your own images end to end through the `rear` command: grayscale and RGB class folders."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rear.cli import main
+from rear.data.folder import heldout_indices, ImageFolder
+from rear.data.store import TokenStore
+
+
+def make_folder(root, rgb, classes=3, per_class=20, seed=0):
+    """classes x per_class images of 20x20: a class-specific bright square on noise."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (20, 20, 3 if rgb else 1), dtype=np.uint8)
+            image[2 + 5 * c : 8 + 5 * c, 4:16] = 255 if not rgb else (255, 60 * c, 255 - 60 * c)
+            Image.fromarray(image if rgb else image[..., 0]).save(root / f"class{c}" / f"img{i:03d}.png")
+    return root
+
+
+def test_heldout_split_is_fixed_by_names_and_balanced(tmp_path):
+    folder = make_folder(tmp_path / "a", rgb=False, per_class=20)
+    files = ImageFolder(folder, 8, channels=1).files
+    heldout = heldout_indices(files, folder)
+    assert len(heldout) == 6 and sorted(np.bincount([files[i][1] for i in heldout])) == [2, 2, 2]
+    moved = tmp_path / "b"
+    folder.rename(moved)  # the split depends on names inside the folder, not on where it lies
+    assert heldout_indices(ImageFolder(moved, 8, channels=1).files, moved) == heldout
+    assert len(ImageFolder(moved, 8, 1, part="train")) == 54 and len(ImageFolder(moved, 8, 1, part="heldout")) == 6
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["grayscale", "rgb"])
+def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
+    data = make_folder(tmp_path / "images", rgb)
+    tok_yaml = tmp_path / "tok.yaml"
+    tok_yaml.write_text("steps: 4\nbatch_size: 8\neval_size: 100\nmodel: {image_size: 16, codebook_size: 16, code_dim: 4, "
+                        "widths: [8, 8, 16], res_blocks: [0, 0, 1], groups: 4}\n")
+    main(["tokenizer", "train", str(tok_yaml), "--source", str(data), f"out={tmp_path / 'tok'}"])
+    out = capsys.readouterr().out
+    assert f"channels: {3 if rgb else 1} ({'RGB' if rgb else 'grayscale'})" in out and "54 training images, 6 held out" in out
+    for part in ("train", "heldout"):
+        main(["pretokenize", f"{data}:{part}", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / part), "--no-flip"])
+    stores = {part: TokenStore(tmp_path / part) for part in ("train", "heldout")}
+    assert (len(stores["train"]), len(stores["heldout"])) == (54, 6)
+    assert stores["heldout"].manifest["source"].endswith(":heldout")
+    main(["eval", "train-classifier", "--source", str(data), "--out", str(tmp_path / "clf"), "epochs=2", "batch_size=8",
+          "image_size=16", "widths=[8,16]", "feature_dim=16"])
+    source = json.loads((tmp_path / "clf" / "metrics.json").read_text())["source"]
+    assert source["channels"] == (3 if rgb else 1) and source["class_names"] == ["class0", "class1", "class2"]
+    assert source["test"] == f"{data}:heldout"
+    gen_yaml = tmp_path / "gen.yaml"
+    gen_yaml.write_text(
+        f"store: {tmp_path / 'train'}\ntokenizer: {tmp_path / 'tok'}\nout_dir: {tmp_path / 'gen'}\n"
+        "generator: {codebook_size: 16, num_classes: 3, num_tokens: 16, width: 32, depth: 2, heads: 2, "
+        "extra_position_rows: 2, extra_step_rows: 2, align: {decode_layer: 1, projection_dim: 16, code_dim: 4}}\n"
+        "noise: {anneal_end: 3}\noptim: {warmup_steps: 1}\nsample: {cfg_scale: 2.0}\nsteps: 4\nbatch_size: 8\n"
+        "grad_accumulation: 1\nsamples_per_class: 0\nthreads: 1\n")
+    main(["train", str(gen_yaml)])
+    main(["sample", str(tmp_path / "gen" / "checkpoint"), "--tokenizer", str(tmp_path / "tok"), "--out",
+          str(tmp_path / "samples"), "--num-samples", "12"])
+    assert (tmp_path / "samples" / "grid.png").is_file()
+    capsys.readouterr()
+    main(["eval", "score", str(tmp_path / "samples" / "samples.npz"), "--reference", f"{data}:heldout",
+          "--classifier", str(tmp_path / "clf")])
+    metrics = json.loads((tmp_path / "samples" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 12 and 0 <= metrics["class_accuracy"] <= 1 and np.isfinite(metrics["fid"])
+
+
+def test_a_classifier_of_another_domain_is_refused(tmp_path, capsys):
+    data = make_folder(tmp_path / "images", rgb=False)
+    main(["eval", "train-classifier", "--source", str(data), "--out", str(tmp_path / "clf"), "epochs=1", "batch_size=8",
+          "image_size=16", "widths=[8,16]", "feature_dim=16"])
+    colour = np.zeros((6, 16, 16, 3), np.uint8)
+    colour[..., 0] = 200
+    np.savez(tmp_path / "colour.npz", arr_0=colour, labels=np.arange(6) % 3)
+    ten = np.zeros((10, 16, 16, 3), np.uint8)
+    np.savez(tmp_path / "ten.npz", arr_0=ten, labels=np.arange(10))
+    for samples, message in (("colour.npz", "samples are in colour but the classifier was trained on grayscale"),
+                             ("ten.npz", "labelled with 10 classes but the classifier knows 3")):
+        with pytest.raises(SystemExit):
+            main(["eval", "score", str(tmp_path / samples), "--reference", f"{data}:heldout", "--classifier",
+                  str(tmp_path / "clf")])
+        assert message in capsys.readouterr().err
