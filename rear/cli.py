@@ -240,8 +240,10 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> None:
     import json
 
+    import numpy as np
+
     from rear.checkpoint import load_generator
-    from rear.data.store import TokenStore
+    from rear.data.store import TokenStore, open_source, read_all, source_spec
     from rear.evaluation import diagnose as d
     from rear.tokenizer.load import load_tokenizer, read_codebook
 
@@ -249,23 +251,39 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.tokenizer)
     store = TokenStore(args.heldout)
     store.check_tokenizer(tokenizer.fingerprint())
-    tokens, labels = d.heldout_tokens(store, args.count)
+    items = d.balanced_items(np.asarray(store.labels), args.count, args.seed)
+    tokens, labels = store.batch(items, np.zeros_like(items))
     C = model.config.num_classes
-    results = {
-        "retokenization_consistency": d.retokenization_consistency(
-            model, tokenizer, torch.arange(args.samples) % C, _sample_config(args), args.seed),
-        "correct_token_ratio_clean": d.token_accuracy(model, tokens, labels, 0.0, args.seed),
-        f"correct_token_ratio_noisy_r{args.noise}": d.token_accuracy(model, tokens, labels, args.noise, args.seed),
-    }
+    results: dict = {"heldout": {"store": str(args.heldout), "items": len(items),
+                                 "per_class": np.bincount(labels.numpy(), minlength=store.num_classes).tolist()}}
+
+    def attempt(name: str, metric) -> None:
+        """A metric that fails is reported as failed; the others still run."""
+        try:
+            results[name] = metric()
+        except (ValueError, RuntimeError, OSError) as error:
+            results[name] = f"failed: {error}"
+            print(f"rear diagnose: {name} failed: {error}", file=sys.stderr)
+
+    attempt("retokenization_consistency", lambda: d.retokenization_consistency(
+        model, tokenizer, torch.arange(args.samples) % C, _sample_config(args), args.seed))
+    attempt("correct_token_ratio_clean", lambda: d.token_accuracy(model, tokens, labels, 0.0, args.seed))
+    attempt(f"correct_token_ratio_noisy_r{args.noise}", lambda: d.token_accuracy(model, tokens, labels, args.noise, args.seed))
     if model.decode_align_mlp is not None:
-        results["decode_head_cosine"] = d.decode_cosine(model, tokens, labels, read_codebook(args.tokenizer)[0])
+        attempt("decode_head_cosine", lambda: d.decode_cosine(model, tokens, labels, read_codebook(args.tokenizer)[0]))
     if args.classifier:
-        from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
         from rear.evaluation.classifier import load_classifier
 
-        images = to_tensor(load_fashion_mnist("test", args.data_dir)[0][: args.count], tokenizer.image_size)
-        results["tokenizer_ceiling_fid"] = d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images)
+        def ceiling() -> float:  # the held-out store's own images, in the tokenizer's channels
+            source = open_source(source_spec(store.manifest["source"]), tokenizer.channels, args.data_dir)
+            images = read_all(source, tokenizer.image_size)[0][torch.from_numpy(items)]
+            return d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images)
+
+        attempt("tokenizer_ceiling_fid", ceiling)
     print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"diagnostics: {args.out}")
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -421,11 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--tokenizer", required=True)
     diagnose.add_argument("--heldout", required=True, help="token store of held-out images (fashion-mnist:test)")
     diagnose.add_argument("--classifier")
-    diagnose.add_argument("--count", type=int, default=2000, help="held-out items (default %(default)s)")
+    diagnose.add_argument("--count", type=int, default=2000,
+                          help="held-out items, class-balanced, drawn with --seed (default %(default)s)")
     diagnose.add_argument("--samples", type=int, default=200, help="samples for re-tokenization (default %(default)s)")
     diagnose.add_argument("--noise", type=float, default=1.0, help="corruption bound r of the noisy context")
     diagnose.add_argument("--seed", type=int, default=0)
     diagnose.add_argument("--data-dir")
+    diagnose.add_argument("--out", help="also write the results to this JSON file")
     _add_sampling_flags(diagnose)
     diagnose.set_defaults(func=cmd_diagnose)
 

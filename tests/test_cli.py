@@ -67,7 +67,6 @@ def test_every_subcommand_has_help(command):
 
 def test_preview_shows_each_view_of_the_same_items(tmp_path, monkeypatch):
     """Row v of the grid is view v of the same evenly spaced items (row 1 mirrors row 0)."""
-    import numpy as np
     import torch
     from safetensors.torch import save_file
 

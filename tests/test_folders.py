@@ -68,6 +68,30 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
           "--classifier", str(tmp_path / "clf")])
     metrics = json.loads((tmp_path / "samples" / "metrics.json").read_text())
     assert metrics["num_samples"] == 12 and 0 <= metrics["class_accuracy"] <= 1 and np.isfinite(metrics["fid"])
+    main(["diagnose", str(tmp_path / "gen" / "checkpoint"), "--tokenizer", str(tmp_path / "tok"), "--heldout",
+          str(tmp_path / "heldout"), "--classifier", str(tmp_path / "clf"), "--count", "6", "--samples", "6",
+          "--out", str(tmp_path / "diagnose.json")])
+    found = json.loads((tmp_path / "diagnose.json").read_text())
+    assert found["heldout"]["per_class"] == [2, 2, 2] and all(not str(v).startswith("failed") for v in found.values())
+    # the ceiling is computed on the folder's own held-out images, in the tokenizer's channels
+    from rear.data.store import open_source, read_all
+    from rear.evaluation.classifier import load_classifier
+    from rear.evaluation.diagnose import tokenizer_ceiling
+    from rear.tokenizer.load import load_tokenizer
+
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    images = read_all(open_source(f"{data}:heldout", tokenizer.channels), 16)[0]
+    direct = tokenizer_ceiling(tokenizer, load_classifier(tmp_path / "clf"), images)
+    assert found["tokenizer_ceiling_fid"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+
+
+def test_balanced_items_cover_every_class():
+    from rear.evaluation.diagnose import balanced_items
+
+    labels = np.repeat(np.arange(10), 100)  # a class-sorted store: the first 1000 would be classes 0-9 only by luck
+    items = balanced_items(labels, 250, seed=0)
+    assert len(items) == 250 and np.bincount(labels[items]).tolist() == [25] * 10
+    assert (items == balanced_items(labels, 250, seed=0)).all() and not (items == balanced_items(labels, 250, 1)).all()
 
 
 def test_a_classifier_of_another_domain_is_refused(tmp_path, capsys):

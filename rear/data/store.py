@@ -117,6 +117,15 @@ def open_source(spec: str, channels: int, data_dir: str | None = None) -> Source
     return folder_source(root, channels, part)
 
 
+def source_spec(identity: str) -> str:
+    """The spec that reopens a store's recorded source (`Source.identity`), e.g. for its images."""
+    if identity.startswith("folder:"):
+        return identity[len("folder:"):]
+    if identity in ("fashion-mnist:train", "fashion-mnist:test"):
+        return identity
+    raise ValueError(f"the store's source {identity!r} cannot be reopened by name (a subset made in code)")
+
+
 def read_all(source: Source, size: int, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image [n, C, size, size] in [0, 1] and label [n] of a source (unreadable files warned about)."""
     images, labels, skipped = source.read(0, source.num_items, size)

@@ -57,7 +57,11 @@ def decode_cosine(model: Generator, tokens: torch.Tensor, labels: torch.Tensor, 
 def tokenizer_ceiling(tokenizer: VQTokenizer, classifier: Classifier, images: torch.Tensor) -> float:
     """FID (classifier features) of reconstructions of held-out images against those images."""
     recon = torch.cat([tokenizer.decode(tokenizer.encode(images[i : i + 500])) for i in range(0, len(images), 500)])
-    to_input = (lambda x: x.mean(1, keepdim=True)) if classifier.config.channels == 1 and images.shape[1] == 3 else (lambda x: x)
+    def to_input(x: torch.Tensor) -> torch.Tensor:  # [n, C, S, S] in the classifier's channels
+        if classifier.config.channels == 1 and x.shape[1] == 3:
+            return x.mean(1, keepdim=True)
+        return x.expand(-1, 3, -1, -1) if classifier.config.channels == 3 and x.shape[1] == 1 else x
+
     return fid_from_features(classifier.embed(to_input(images))["pool"], classifier.embed(to_input(recon))["pool"])
 
 
@@ -65,3 +69,14 @@ def heldout_tokens(store: TokenStore, count: int) -> tuple[torch.Tensor, torch.T
     """The first `count` items of a held-out store, view 0 (as is)."""
     items = np.arange(min(count, len(store)))
     return store.batch(items, np.zeros_like(items))
+
+
+def balanced_items(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of up to `count` items taken round-robin over the classes in a seeded order:
+    class-balanced however the store is sorted."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    picked: list[int] = []
+    while len(picked) < count and any(queues):
+        picked += [q.pop(0) for q in queues if q][: count - len(picked)]
+    return np.sort(np.asarray(picked, dtype=np.int64))
