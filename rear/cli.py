@@ -84,6 +84,9 @@ def cmd_pretokenize(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.tokenizer, device)
     source = open_source(args.source, tokenizer.channels, args.data_dir)
     sizes = {"batch_size": args.batch_size} if args.batch_size else {}
+    views = ("ten crops, mirrored too" if args.ten_crop else "as is" if args.no_flip
+             else "as is + mirrored (ImageNet practice; pass --no-flip for digits, text or shoes facing one way)")
+    print(f"{source.num_items} images of {source.identity}, views: {views}")
     out = pretokenize(source, tokenizer, args.out, tokenizer_path=str(args.tokenizer), ten_crop=args.ten_crop,
                       flip=not args.no_flip, strict=args.strict, **sizes)
     print(f"token store: {out}")
@@ -366,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pretokenize", help="turn a dataset into a memory-mapped token store",
         description="Encode every image (as is and mirrored, or ten crops) into a token store. "
         "Run the same command again to resume an interrupted run.")
-    pretok.add_argument("source", help="fashion-mnist:train, fashion-mnist:test, or an image folder (one sub-folder per class)")
+    pretok.add_argument("source", help="fashion-mnist:train, fashion-mnist:test, or an image folder (one sub-folder per "
+                        "class): FOLDER (all), FOLDER:train or FOLDER:heldout (10%% of each class, fixed by file names)")
     pretok.add_argument("--tokenizer", required=True, help="tokenizer folder (rear tokenizer train) or maskgit-vqgan .bin")
     pretok.add_argument("--out", required=True, help="store folder to create")
     pretok.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
@@ -407,14 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a sample .npz or image folder against a reference (a dataset split such as "
         "fashion-mnist:test, an image folder, or saved statistics from `rear eval stats`); prints and saves JSON.")
     score.add_argument("samples", help="samples.npz or a folder of images")
-    score.add_argument("--reference", required=True)
+    score.add_argument("--reference", required=True,
+                       help="fashion-mnist:test, FOLDER:heldout (any source name), a plain image folder, "
+                       "or statistics from `rear eval stats` / an ADM reference .npz")
     _add_extractor_flags(score)
     score.add_argument("--out", help="metrics JSON (default: metrics.json beside the samples)")
     score.add_argument("--data-dir")
     score.set_defaults(func=cmd_eval_score)
     stats = eval_commands.add_parser("stats", help="save reference statistics of a dataset",
                                      description="Compute and save reference statistics (.npz) of a dataset split, folder or .npz.")
-    stats.add_argument("source", help="fashion-mnist:test, an image folder, or an .npz")
+    stats.add_argument("source", help="fashion-mnist:test, FOLDER:heldout (any source name), a plain image folder, or an .npz")
     _add_extractor_flags(stats)
     stats.add_argument("--out", required=True)
     stats.add_argument("--overwrite", action="store_true", help="replace an existing --out")
