@@ -335,7 +335,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(store="", tokenizer=""))
     eval_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     curve_samples: int = 2000  # per evaluation point, at train.sample's CFG, FID against the test split
-    cfg_grid: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0])
+    cfg_grid: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0])
     val_samples: int = 2000  # per grid value, FID against the validation split (first seed of each arm)
     final_samples: int = 10_000  # class-balanced, at the arm's chosen CFG, scored against the test split
     sample_batch_size: int = 250
