@@ -9,9 +9,16 @@ from tqdm import tqdm
 QUIET_INTERVAL = 60.0  # seconds between updates when stderr is a file or a pipe
 
 
+class QuietBar(tqdm):
+    """A bar whose postfix waits for the next timed update instead of forcing one."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
     """tqdm on stderr: refreshed live on a terminal; elsewhere (logs of background runs) at most once
     a minute, in ASCII, so a log holds a readable handful of updates instead of thousands."""
-    live = sys.stderr.isatty()
-    return tqdm(iterable, disable=not enabled, mininterval=0.1 if live else QUIET_INTERVAL,
-                ascii=None if live else True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, disable=not enabled, **kwargs)
+    return QuietBar(iterable, disable=not enabled, mininterval=QUIET_INTERVAL, ascii=True, **kwargs)

@@ -90,8 +90,8 @@ def test_preview_shows_each_view_of_the_same_items(tmp_path, monkeypatch):
 
 def test_progress_in_a_file_is_sparse(tmp_path):
     """A background run's log holds a few ASCII updates, not one per step."""
-    script = ("from rear.progress import bar\nimport time\n"
-              "for _ in bar(range(2000), desc='x'):\n    time.sleep(0.0005)\n")
+    script = ("from rear.progress import bar\nimport time\nb = bar(range(2000), desc='x')\n"
+              "for i in b:\n    time.sleep(0.0005)\n    b.set_postfix(loss=i)\n")
     with open(tmp_path / "log.txt", "w") as log:
         subprocess.run([sys.executable, "-c", script], stderr=log, check=True)
     text = (tmp_path / "log.txt").read_text()
