@@ -28,7 +28,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
     if Path(config.out).exists() and not args.force:
         raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
-    root, _ = parse_source(args.source if args.source != "fashion-mnist" else "fashion-mnist:train")
+    root, _ = parse_source(args.source)
     chosen = OmegaConf.select(OmegaConf.load(args.config), "model.channels") is not None or any(
         o.startswith("model.channels=") for o in args.overrides)
     if root != "fashion-mnist" and not chosen:
@@ -173,7 +173,7 @@ def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.evaluation.classifier import train_classifier
 
     _refuse_existing(args.out, args.overwrite)
-    root, _ = parse_source(args.source if args.source != "fashion-mnist" else "fashion-mnist:train")
+    root, _ = parse_source(args.source)
     parts = ("fashion-mnist:train", "fashion-mnist:test") if root == "fashion-mnist" else (f"{root}:train", f"{root}:heldout")
     chosen = {o.split("=", 1)[0] for o in args.overrides}
     probe = open_source(parts[0], 1, args.data_dir)

@@ -97,8 +97,10 @@ def folder_source(root: str | Path, channels: int = 3, part: str | None = None, 
 
 
 def parse_source(spec: str) -> tuple[str, str | None]:
-    """`fashion-mnist:SPLIT` -> ("fashion-mnist", SPLIT); `FOLDER[:train|:heldout]` -> (FOLDER, part or None)."""
+    """`fashion-mnist[:SPLIT]` -> ("fashion-mnist", SPLIT or None); `FOLDER[:train|:heldout]` -> (FOLDER, part or None)."""
     head, _, tail = spec.rpartition(":")
+    if spec == "fashion-mnist":
+        return spec, None
     if spec.startswith("fashion-mnist"):
         if tail not in ("train", "test") or head != "fashion-mnist":
             raise ValueError(f"unknown source {spec!r}; Fashion-MNIST is fashion-mnist:train or fashion-mnist:test")
@@ -113,6 +115,8 @@ def open_source(spec: str, channels: int, data_dir: str | None = None) -> Source
     `FOLDER:train` or `FOLDER:heldout` (rear.data.folder.heldout_indices)."""
     root, part = parse_source(spec)
     if root == "fashion-mnist":
+        if part is None:
+            raise ValueError("name a split of Fashion-MNIST: fashion-mnist:train or fashion-mnist:test")
         return fashion_mnist_source(part, data_dir, channels)
     return folder_source(root, channels, part)
 

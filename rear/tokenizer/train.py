@@ -40,7 +40,7 @@ def source_images(spec: str, config: TokenizerTrainConfig, strict: bool = False)
     class, ADM center crop): FOLDER:train, with FOLDER:heldout held out (the split every command names).
     """
     size, channels = config.model.image_size, config.model.channels
-    root, _ = parse_source(spec if spec != "fashion-mnist" else "fashion-mnist:train")
+    root, _ = parse_source(spec)
     if root == "fashion-mnist":
         if channels != 1:
             raise ValueError(f"Fashion-MNIST is grayscale but the tokenizer has {channels} channels; set model.channels=1")
