@@ -130,11 +130,12 @@ def source_spec(identity: str) -> str:
     raise ValueError(f"the store's source {identity!r} cannot be reopened by name (a subset made in code)")
 
 
-def read_all(source: Source, size: int, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image [n, C, size, size] in [0, 1] and label [n] of a source (unreadable files warned about)."""
-    images, labels, skipped = source.read(0, source.num_items, size)
-    warn_skipped(skipped, strict)
-    return images, labels
+def read_all(source: Source, size: int, strict: bool = False, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image [n, C, size, size] in [0, 1] and label [n] of a source (unreadable files warned
+    about), read `chunk` at a time (worker processes pass each image through a file descriptor)."""
+    parts = [source.read(start, min(start + chunk, source.num_items), size) for start in range(0, source.num_items, chunk)]
+    warn_skipped([path for _, _, skipped in parts for path in skipped], strict)
+    return torch.cat([images for images, _, _ in parts]), torch.cat([labels for _, labels, _ in parts])
 
 
 # ------------------------------------------------------------------ writing
