@@ -51,7 +51,7 @@ def run_demo(tokenizer_config: str, generator_config: str, root: Path, data_dir:
                    {"store": str(store), "tokenizer": str(tokenizer_dir), "out_dir": str(run)})
     if (run / CHECKPOINT).is_dir():
         print(f"resuming the run in {run}")
-    train(config, resume=(run / CHECKPOINT).is_dir())
+    train(config, resume=(run / CHECKPOINT).is_dir(), overwrite=True)  # a killed first try restarts clean
 
     _stage(f"4/4 results ({time.perf_counter() - began:.0f} s in all)")
     grid = run / SAMPLES / f"step_{config.steps:07d}.png"
