@@ -32,6 +32,11 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, capsys):
     main(args)
     out = capsys.readouterr().out
     assert "reusing the tokenizer" in out and "reusing the token store" in out
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "generator" / "checkpoint")  # a first try killed before its checkpoint
+    main(args)  # restarts the generator over the logs that try left
+    assert (tmp_path / "run" / "generator" / "checkpoint").is_dir()
 
 
 def test_info_lists_release_counts(capsys):
