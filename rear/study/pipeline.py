@@ -32,7 +32,7 @@ from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
 from rear.evaluation import diagnose
 from rear.evaluation.classifier import load_classifier, train_classifier
 from rear.evaluation.evaluate import load_images, load_reference, save_reference, score, to_classifier_input
-from rear.evaluation.samples import write_samples
+from rear.evaluation.samples import GRID, write_samples
 from rear.images import to_uint8
 from rear.study import report
 from rear.study.ledger import Ledger
@@ -257,8 +257,8 @@ class Study:
         cfg = chosen_cfg(self.ledger, arm, c.cfg_grid)
         folder = run / "eval" / "final"
         metrics, seconds = self.sample_and_score(run / CHECKPOINT, folder, c.final_samples, cfg, TEST_REF, keep=True)
-        if k == 0:
-            report.sample_grid(folder / "samples.npz", self.results / f"grid_{arm}.png", c.classifier.num_classes)
+        if k == 0:  # write_samples' grid: one row per class
+            shutil.copyfile(folder / GRID, self.results / f"grid_{arm}.png")
         model = load_generator(run / CHECKPOINT).eval()
         tokens, labels = self.heldout
         sample = dataclasses.replace(c.train.sample, cfg_scale=cfg)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from rear.config import StudyConfig
-from rear.images import class_grid
 
 NAMES = {"ar": "plain AR", "noisy": "noisy context only", "embed": "embedding alignment only", "rear": "reAR"}
 COLORS = {"ar": "tab:blue", "noisy": "tab:green", "embed": "tab:purple", "rear": "tab:red"}
@@ -194,12 +193,6 @@ def plot_training(runs: Path, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def sample_grid(samples: Path, path: Path, num_classes: int, per_class: int = 10) -> Path:
-    """One row per class of the first `per_class` samples of that class in an ADM .npz."""
-    with np.load(samples) as data:
-        return class_grid(data["arr_0"], data["labels"], path, num_classes, per_class)
 
 
 def write(config: StudyConfig, ledger, out: Path) -> None:
