@@ -47,11 +47,9 @@ def to_classifier_input(images: np.ndarray, classifier: Classifier) -> torch.Ten
 
 
 def check_domain(images: np.ndarray, labels: np.ndarray | None, classifier: Classifier) -> list[str]:
-    """Refuse samples uint8 [n, H, W, 3] the classifier cannot judge (size, colour, classes); return
-    warnings for what it can judge with care."""
+    """Refuse samples uint8 [n, H, W, 3] the classifier cannot judge (colour, classes; a size it does not
+    take is refused by to_classifier_input); return warnings for what it can judge with care."""
     c = classifier.config
-    if images.ndim != 4 or images.shape[1:3] != (c.image_size, c.image_size):
-        raise ValueError(f"samples are {images.shape[1:3]} images but the classifier takes {c.image_size}x{c.image_size}")
     colour = bool((images[..., :1] != images).any())
     if c.channels == 1 and colour:
         raise ValueError("samples are in colour but the classifier was trained on grayscale images; "

@@ -43,12 +43,12 @@ class Ledger:
     def __init__(self, folder: str | Path, config: Any) -> None:
         self.path = Path(folder) / RESULTS
         self.commit = git_commit()
-        self.config = _json(to_dict(config))
+        self.config = as_json(to_dict(config))
         self.units: dict[str, dict] = {}
         if self.path.is_file():
             data = json.loads(self.path.read_text())
             try:  # settings added since the file was written take their defaults
-                stored = _json(to_dict(merge(type(config), data["config"])))
+                stored = as_json(to_dict(merge(type(config), data["config"])))
             except (KeyError, OmegaConfBaseException) as error:
                 raise ValueError(f"{self.path} holds a config this version cannot read ({error}); "
                                  "set results=... and out=... to start a new study") from None
@@ -85,7 +85,7 @@ class Ledger:
         return round(sum(u["seconds"] * u["threads"] for u in self.units.values()) / 3600, 3)
 
 
-def _json(value: Any) -> Any:
+def as_json(value: Any) -> Any:
     """`value` as JSON reads it back (enums by value, tuples as lists)."""
     return json.loads(json.dumps(value, default=_plain))
 

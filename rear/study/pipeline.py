@@ -35,7 +35,7 @@ from rear.evaluation.evaluate import load_images, load_reference, save_reference
 from rear.evaluation.samples import GRID, write_samples
 from rear.images import to_uint8
 from rear.study import report
-from rear.study.ledger import Ledger
+from rear.study.ledger import Ledger, as_json
 from rear.tokenizer.load import load_tokenizer
 from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
 from rear.train.trainer import CHECKPOINT, train
@@ -170,7 +170,7 @@ class Study:
         if saved.is_file():  # trained earlier (or by hand with the same recipe): reuse it
             metrics = json.loads(saved.read_text())
             recipe = lambda d: {k: v for k, v in d.items() if k not in ("out", "threads", "data_dir")}  # noqa: E731
-            if recipe(metrics["config"]) != recipe(json.loads(json.dumps(to_dict(config)))):
+            if recipe(metrics["config"]) != recipe(as_json(to_dict(config))):
                 raise ValueError(f"{saved.parent} was trained with another tokenizer config; remove it or set out=...")
         else:
             metrics = train_tokenizer(config, *fashion_mnist_images(c.data_dir, config.model.image_size), progress=False)
@@ -216,10 +216,9 @@ class Study:
     def run_dir(self, arm: str, k: int) -> Path:
         return self.out / "runs" / f"{arm}-{k}"
 
-    def sample_and_score(self, checkpoint: Path, folder: Path, count: int, cfg: float, reference: str,
+    def sample_and_score(self, model, checkpoint: Path, folder: Path, count: int, cfg: float, reference: str,
                          keep: bool = False) -> tuple[dict, float]:
-        """Class-balanced samples of a checkpoint at CFG `cfg`, scored; (metrics, sampling seconds)."""
-        model = load_generator(checkpoint).eval()
+        """Class-balanced samples of `model` (loaded from `checkpoint`) at CFG `cfg`, scored; (metrics, seconds)."""
         sample = dataclasses.replace(self.config.train.sample, cfg_scale=cfg)
         began = time.perf_counter()
         path = write_samples(model, self.tokenizer, folder, count, sample, batch_size=self.config.sample_batch_size,
@@ -241,25 +240,25 @@ class Study:
         train(self.run_config(arm, k), resume=resume, progress=False, until=step)
         train_seconds = time.perf_counter() - began
         metrics, sample_seconds = self.sample_and_score(
-            run / CHECKPOINT, run / "eval" / f"step_{step}", self.config.curve_samples,
+            load_generator(run / CHECKPOINT).eval(), run / CHECKPOINT, run / "eval" / f"step_{step}", self.config.curve_samples,
             self.config.train.sample.cfg_scale, TEST_REF)
         return {**metrics, "step": step, "cfg_scale": self.config.train.sample.cfg_scale,
                 "train_steps": step - previous, "train_seconds": train_seconds, "sample_seconds": sample_seconds}
 
     def cfg_point(self, arm: str, cfg: float) -> dict:
         run = self.run_dir(arm, 0)
-        metrics, seconds = self.sample_and_score(run / CHECKPOINT, run / "eval" / f"cfg_{cfg:g}",
-                                                 self.config.val_samples, cfg, VAL_REF)
+        metrics, seconds = self.sample_and_score(load_generator(run / CHECKPOINT).eval(), run / CHECKPOINT,
+                                                 run / "eval" / f"cfg_{cfg:g}", self.config.val_samples, cfg, VAL_REF)
         return {**metrics, "cfg_scale": cfg, "reference": "validation", "sample_seconds": seconds}
 
     def final(self, arm: str, k: int) -> dict:
         c, run = self.config, self.run_dir(arm, k)
         cfg = chosen_cfg(self.ledger, arm, c.cfg_grid)
-        folder = run / "eval" / "final"
-        metrics, seconds = self.sample_and_score(run / CHECKPOINT, folder, c.final_samples, cfg, TEST_REF, keep=True)
+        folder, model = run / "eval" / "final", load_generator(run / CHECKPOINT).eval()
+        metrics, seconds = self.sample_and_score(model, run / CHECKPOINT, folder, c.final_samples, cfg, TEST_REF,
+                                                 keep=True)
         if k == 0:  # write_samples' grid: one row per class
             shutil.copyfile(folder / GRID, self.results / f"grid_{arm}.png")
-        model = load_generator(run / CHECKPOINT).eval()
         tokens, labels = self.heldout
         sample = dataclasses.replace(c.train.sample, cfg_scale=cfg)
         return {**metrics, "cfg_scale": cfg, "sample_seconds": seconds,
