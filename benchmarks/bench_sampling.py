@@ -17,7 +17,7 @@ import time
 import torch
 
 from rear.config import generator_preset
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 from rear.generator.sampling import decode_one, generate, generate_recompute
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
-    model = Generator(config)
+    model = build_generator(config)
     with torch.no_grad():  # random weights everywhere: adaLN-Zero init would skip the blocks' math
         for p in model.parameters():
             p.normal_(0, 0.02)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from bench_sampling import matmul_peak, seconds
 from rear import precision
 from rear.config import OptimConfig, generator_preset
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 from rear.optim import make_optimizer
 from rear.regularizers import corrupt_context
 
@@ -53,7 +53,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
                               num_tokens=args.tokens, align={"code_dim": args.code_dim})
-    model = Generator(config).to(device).train()
+    model = build_generator(config).to(device).train()
     optimizer = make_optimizer(model, OptimConfig())
     codebook = torch.randn(args.codes, args.code_dim, device=device)
     tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)

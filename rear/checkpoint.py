@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from rear.config import GeneratorConfig, merge, to_dict
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 
 
@@ -33,6 +33,6 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
                 f"{directory / name} not found; a generator checkpoint is a folder with {WEIGHTS} and {CONFIG}"
             )
     config = merge(GeneratorConfig, str(directory / CONFIG))
-    model = Generator(config)
+    model = build_generator(config)
     load_state(model, read_tensors(directory / WEIGHTS), str(directory / WEIGHTS))
     return model.to(device)

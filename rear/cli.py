@@ -43,12 +43,12 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from rear.config import PRESETS, generator_preset
-    from rear.generator import Generator
+    from rear.generator import Generator, build_generator
 
     for name in args.presets or PRESETS:
         config = generator_preset(name)
         with torch.device("meta"):
-            model = Generator(config)
+            model = build_generator(config)
         print(f"{name:10s} width {config.width:5d} depth {config.depth:3d} heads {config.heads:3d}  "
               f"{model.num_parameters():,} parameters (+{model.num_parameters(True) - model.num_parameters():,} "
               f"in alignment heads) at {config.codebook_size} codes, {config.num_classes} classes, "
@@ -57,14 +57,15 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from rear.checkpoint import save_generator
-    from rear.compat import load_official_generator
+    from rear.compat import load_alitok_generator, load_official_generator
 
-    out = Path(args.out)
+    config, out = (args.config_or_out, Path(args.out)) if args.out else (None, Path(args.config_or_out))
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
-    model = load_official_generator(args.checkpoint, args.config)
+    # the reAR release needs its YAML (the config is not in the weights); AliTok's sizes are in its tensors
+    model = load_official_generator(args.checkpoint, config) if config else load_alitok_generator(args.checkpoint)
     save_generator(model, out)
-    print(f"saved {model.num_parameters():,}-parameter generator to {out}")
+    print(f"saved {model.num_parameters():,}-parameter {model.config.backbone.value} generator to {out}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -252,6 +253,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
     model = load_generator(args.checkpoint).eval()
     tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer.check_fits(model.config.codebook_size, model.config.num_tokens, f"generator {args.checkpoint}")
     store = TokenStore(args.heldout)
     store.check_tokenizer(tokenizer.fingerprint())
     items = d.balanced_items(np.asarray(store.labels), args.count, args.seed)
@@ -345,12 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     convert = commands.add_parser(
-        "convert", help="convert an official reAR checkpoint into a rear checkpoint folder",
+        "convert", help="convert an official reAR checkpoint (with its YAML) or an AliTok AR checkpoint "
+        "(alone) into a rear checkpoint folder",
         description="Load an official reAR checkpoint (.safetensors or plain state dict .bin/.pt) with its "
         "YAML config and save it as a rear checkpoint folder (model.safetensors + config.json).")
-    convert.add_argument("checkpoint", help="official weights, e.g. reAR-B.safetensors")
-    convert.add_argument("config", help="official YAML config, e.g. configs/rear_b.yaml")
-    convert.add_argument("out", help="output checkpoint folder")
+    convert.add_argument("checkpoint", help="official weights: reAR-B.safetensors, or AliTok's alitok_b.bin")
+    convert.add_argument("config_or_out", metavar="[config] out",
+                         help="the reAR release's YAML config (e.g. configs/rear_b.yaml), then the output folder; "
+                         "an AliTok checkpoint takes the output folder alone")
+    convert.add_argument("out", nargs="?", help=argparse.SUPPRESS)
     convert.add_argument("--force", action="store_true", help="replace an existing output folder")
     convert.set_defaults(func=cmd_convert)
 

@@ -6,6 +6,7 @@ OmegaConf's structured mode, which rejects unknown keys and wrong types.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional, TypeVar
@@ -32,10 +33,18 @@ class AlignConfig:
         return self.encode or self.decode
 
 
+class Backbone(Enum):
+    """The transformer behind the generator interface (rear.generator.BACKBONES)."""
+
+    RAR = "rar"  # the reAR release: adaLN-Zero blocks, learned absolute and target-aware positions
+    LLAMA = "llama"  # AliTok's AR model: class-token prefix, RMSNorm, QK-norm, SwiGLU, RoPE
+
+
 @dataclass
 class GeneratorConfig:
-    """The raster-order class-conditional transformer (REFERENCE.md section 1)."""
+    """The raster-order class-conditional transformer (REFERENCE.md sections 1 and 11)."""
 
+    backbone: Backbone = Backbone.RAR
     codebook_size: int = 1024  # K image codes
     num_classes: int = 1000  # C classes; label C is the null class
     num_tokens: int = 256  # N tokens per image, raster order
@@ -50,6 +59,13 @@ class GeneratorConfig:
     # preset parameter counts match the release; the extra rows are never read.
     extra_position_rows: int = 1024
     extra_step_rows: int = 100
+    # Llama backbone only. RoPE is 1D over the first `prefix_tokens` tokens (AliTok's 17) and 2D over
+    # the square grid of the rest; the SwiGLU hidden width is 2/3 of mlp_ratio * width, rounded up to
+    # a multiple of `mlp_multiple`.
+    prefix_tokens: int = 0
+    rope_base: float = 10_000.0
+    mlp_multiple: int = 256
+    token_dropout: float = 0.1  # dropout on the input embeddings
     align: AlignConfig = field(default_factory=AlignConfig)
 
     @property
@@ -66,6 +82,15 @@ class GeneratorConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.extra_position_rows < 2 or self.extra_step_rows < 2:
             raise ValueError("position and step tables need at least 2 rows beyond num_tokens")
+        if self.backbone is Backbone.LLAMA:
+            grid = self.num_tokens - self.prefix_tokens
+            if not 0 <= self.prefix_tokens <= self.num_tokens or math.isqrt(max(grid, 0)) ** 2 != grid:
+                raise ValueError(f"num_tokens {self.num_tokens} minus prefix_tokens {self.prefix_tokens} must be a "
+                                 "square grid for the llama backbone's 2D RoPE (set prefix_tokens=num_tokens "
+                                 "for 1D tokens)")
+            if (self.width // self.heads) % 4:
+                raise ValueError(f"the llama backbone's 2D RoPE needs a head width divisible by 4, "
+                                 f"got {self.width // self.heads}")
         for name in ("encode_layer", "decode_layer"):
             layer = getattr(self.align, name)
             if not 0 <= layer < self.depth:
@@ -169,6 +194,16 @@ PRESETS: dict[str, GeneratorConfig] = {
     "rear-tiny": _preset(
         64, 2, 2, extra_position_rows=2, extra_step_rows=2, align={"projection_dim": 64}
     ),
+    # AliTok's AR models (Llama backbone; 4096 codes of 32 dims, 17 prefix + 16x16 tokens)
+    **{
+        f"alitok-{size}": _preset(
+            width, depth, 16, backbone=Backbone.LLAMA, codebook_size=4096, num_tokens=273, prefix_tokens=17,
+            align={"code_dim": 32},
+        )
+        for size, width, depth in (("b", 768, 24), ("l", 1024, 24), ("xl", 1280, 32))
+    },
+    "llama-cpu": _preset(256, 6, 4, backbone=Backbone.LLAMA, align={"projection_dim": 512}),
+    "llama-tiny": _preset(64, 2, 2, backbone=Backbone.LLAMA, align={"projection_dim": 64}),
 }
 
 
@@ -223,8 +258,10 @@ def merge(schema: type[T] | T, *sources: Any) -> T:
 
 
 def to_dict(config: Any) -> dict:
-    """A plain nested dict of a config dataclass (JSON-ready)."""
-    return dataclasses.asdict(config)
+    """A plain nested dict of a config dataclass (JSON-ready: enums become their names)."""
+    return dataclasses.asdict(
+        config, dict_factory=lambda items: {k: v.name if isinstance(v, Enum) else v for k, v in items}
+    )
 
 
 # --- Conv VQ tokenizer (rear/tokenizer/conv_vq.py) and its training (rear/tokenizer/train.py) ---
@@ -318,6 +355,9 @@ class StudyConfig:
 
     out: str = "runs/study/fashion_mnist"  # scratch: tokenizer, classifier, stores, runs, samples
     results: str = "results/fashion_mnist"  # results.json, table.md, plots, grids (what is committed)
+    # the tokenizer, classifier and stores: under `results` (None), or shared with another study's
+    # results folder, so that two studies (e.g. two backbones) are scored by the same instruments
+    instruments: Optional[str] = None
     data_dir: Optional[str] = None  # Fashion-MNIST IDX folder; None searches the usual places
     threads: int = 1  # torch CPU threads for every unit
     # Fashion-MNIST train, split once per class by `split_seed`: validation (CFG selection),
@@ -328,6 +368,7 @@ class StudyConfig:
     floor_per_class: int = 1000
     train_per_class: int = 400
     flip: bool = False  # a mirrored second view: Fashion-MNIST's shoes all face one way
+    # runs per arm (rear.study.ARMS); plain AR and reAR are required, the ablations optional
     seeds: dict[str, int] = field(default_factory=lambda: {"ar": 3, "noisy": 1, "embed": 1, "rear": 3})
     tokenizer: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)

@@ -4,32 +4,36 @@ import torch
 from torch import nn
 
 from rear.config import generator_preset
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 from rear.tokenizer.base import Codebook, VQTokenizer
 
 torch.set_num_threads(2)
 
 
-def tiny_config(**overrides):
+BACKBONE_PRESETS = ["rear-tiny", "llama-tiny"]  # one tiny preset per backbone
+
+
+def tiny_config(preset: str = "rear-tiny", **overrides):
     """A 2-block model: 32 codes, 5 classes, 16 tokens, alignment heads into 8 dims."""
     fields = dict(codebook_size=32, num_classes=5, num_tokens=16, align={"code_dim": 8, "decode_layer": 1})
     fields.update(overrides)
-    return generator_preset("rear-tiny", **fields)
+    return generator_preset(preset, **fields)
 
 
-def random_generator(seed: int = 0, std: float = 0.3, **overrides) -> Generator:
+def random_generator(seed: int = 0, std: float = 0.3, preset: str = "rear-tiny", **overrides) -> Generator:
     """A tiny generator whose every weight is random (adaLN-Zero init would make blocks identity)."""
     torch.manual_seed(seed)
-    model = Generator(tiny_config(**overrides))
+    model = build_generator(tiny_config(preset, **overrides))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, std)
     return model.eval()
 
 
-@pytest.fixture
-def model():
-    return random_generator()
+@pytest.fixture(params=BACKBONE_PRESETS)
+def model(request):
+    """A random tiny generator of each backbone."""
+    return random_generator(preset=request.param)
 
 
 class PatchTokenizer(VQTokenizer):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from conftest import random_generator, tiny_config
+from conftest import BACKBONE_PRESETS, random_generator, tiny_config
 from rear.config import PRESETS, generator_preset
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 
 
 @pytest.mark.parametrize(
@@ -13,14 +13,14 @@ from rear.generator import Generator
 )
 def test_preset_parameter_counts_match_the_release(name, expected):
     with torch.device("meta"):
-        model = Generator(generator_preset(name))
+        model = build_generator(generator_preset(name))
     assert model.num_parameters() == expected
     assert model.num_parameters(heads=True) > expected
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("rear-") and n not in ("rear-s", "rear-b", "rear-l")])
+@pytest.mark.parametrize("name", [n for n in PRESETS if n.endswith(("-cpu", "-tiny"))])
 def test_small_presets_build_and_run(name):
-    model = Generator(generator_preset(name, codebook_size=16, num_classes=3, num_tokens=9)).eval()
+    model = build_generator(generator_preset(name, codebook_size=16, num_classes=3, num_tokens=9)).eval()
     tokens, labels = torch.randint(0, 16, (2, 9)), torch.tensor([0, 3])
     assert model.logits(tokens, labels).shape == (2, 9, 16)
 
@@ -30,14 +30,15 @@ def test_any_grid_classes_and_codebook():
     assert model.logits(torch.randint(0, 7, (3, 12)), torch.tensor([0, 10, 11])).shape == (3, 12, 7)
 
 
-def test_token_layout_rows():
-    model = Generator(tiny_config())
+@pytest.mark.parametrize("preset", BACKBONE_PRESETS)
+def test_token_layout_rows(preset):
+    model = build_generator(tiny_config(preset))
     assert model.embeddings.num_embeddings == 32 + 1 + 5 + 1
     assert model.mask_id == 32 and model.null_label == 5
 
 
 def test_adaln_zero_init_makes_blocks_identity():
-    model = Generator(tiny_config())
+    model = build_generator(tiny_config())
     for block in model.blocks:
         assert block.adaLN_modulation[-1].weight.abs().sum() == 0
     assert model.adaln_before_head.adaLN_modulation[-1].weight.abs().sum() == 0
@@ -96,8 +97,9 @@ def test_generate_refuses_bad_labels(model):
         model.generate(torch.tensor([9]), cfg_scale=2.0, cfg_power=1.0)
 
 
-def test_training_losses_equal_logit_cross_entropy_without_alignment():
-    model = random_generator(align={"encode": False, "decode": False})
+@pytest.mark.parametrize("preset", BACKBONE_PRESETS)
+def test_training_losses_equal_logit_cross_entropy_without_alignment(preset):
+    model = random_generator(preset=preset, align={"encode": False, "decode": False})
     tokens, labels = torch.randint(0, 32, (3, 16)), torch.tensor([0, 2, 5])
     losses = model.training_losses(tokens, labels, torch.randn(3, 16, 8))
     ce = torch.nn.functional.cross_entropy(model.logits(tokens, labels).flatten(0, 1), tokens.flatten())
@@ -118,11 +120,35 @@ def test_training_losses_backpropagate_into_heads(model):
     model.train()
     losses = model.training_losses(torch.randint(0, 32, (2, 16)), torch.tensor([0, 1]), torch.randn(2, 16, 8))
     losses["total"].backward()
-    assert model.encode_align_mlp[0].weight.grad.abs().sum() > 0
-    assert model.decode_align_mlp[4].weight.grad.abs().sum() > 0
-    assert model.lm_head.weight.grad.abs().sum() > 0
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert grads["encode_align_mlp.0.weight"].abs().sum() > 0
+    assert grads["decode_align_mlp.4.weight"].abs().sum() > 0
+    output = "lm_head.weight" if "lm_head.weight" in grads else "output.weight"
+    assert grads[output].abs().sum() > 0
 
 
 def test_code_vectors_shape_is_checked(model):
     with pytest.raises(ValueError, match="code_vectors must be"):
         model.training_losses(torch.randint(0, 32, (2, 16)), torch.tensor([0, 1]), torch.randn(2, 16, 9))
+
+
+@pytest.mark.parametrize("preset", BACKBONE_PRESETS)
+def test_alignment_heads_read_the_documented_positions(preset):
+    """encode head: the state holding t_i; decode head: the state whose logits predict t_i."""
+    model = random_generator(preset=preset, align={"encode_layer": 0, "decode_layer": 1})
+    tokens, labels = torch.randint(0, 32, (2, 16)), torch.tensor([0, 3])
+    _, captured = model.run(tokens, labels, capture=(0, 1))
+    P = model.prefix_length
+    assert captured[0].shape[1] == P + 16
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % 32
+    _, after = model.run(changed, labels, capture=(0, 1))
+    holding, predicting = model.holding_states(captured[0], 16), model.predicting_states(captured[1], 16)
+    # t_5 is first seen at the position holding it; the position predicting t_5 has not seen it
+    assert torch.allclose(model.holding_states(after[0], 16)[:, :5], holding[:, :5])
+    assert not torch.allclose(model.holding_states(after[0], 16)[:, 5], holding[:, 5])
+    assert torch.allclose(model.predicting_states(after[1], 16)[:, :6], predicting[:, :6])
+    assert not torch.allclose(model.predicting_states(after[1], 16)[:, 6], predicting[:, 6])
+    # the logits of t_i come from the predicting positions
+    logits, _ = model.run(tokens, labels)
+    assert torch.allclose(logits[:, :16], model.logits(tokens, labels), atol=1e-5)

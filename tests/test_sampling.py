@@ -11,34 +11,32 @@ from rear.generator.sampling import (
     generate,
     filter_logits,
     generate_recompute,
-    prefill,
-    start,
 )
 
 
 def test_cached_logits_equal_full_recompute_at_every_step(model):
     tokens, labels = torch.randint(0, 32, (3, 16)), torch.tensor([0, 5, 0])
     full = model.logits(tokens, labels)  # [B, N, K]
-    state = start(model, labels)
+    state = model.start(labels)
     with torch.no_grad():
-        steps = [prefill(model, state)]
+        steps = [model.prefill(state)]
         for i in range(15):
-            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i + 2])))
+            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i])))
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
 
 
 def test_cache_is_written_in_place_at_explicit_positions(model):
     labels = torch.tensor([1, 2])
-    state = start(model, labels)
-    k_buffer = state.cache.k
-    assert state.cache.length == 17  # cls, class, t_0 .. t_14
+    state = model.start(labels)
+    k_buffer, P = state.cache.k, model.prefix_length
+    assert state.cache.length == P + 15  # the prefix, t_0 .. t_14: t_15 is never read
     with torch.no_grad():
-        prefill(model, state)
-        assert state.cache.k[:, :, :, 2:].abs().sum() == 0
-        decode_one(model, state, torch.tensor([3, 4]), torch.tensor([2]))
+        model.prefill(state)
+        assert state.cache.k[:, :, :, P:].abs().sum() == 0
+        decode_one(model, state, torch.tensor([3, 4]), torch.tensor([0]))
     assert state.cache.k is k_buffer
-    assert state.cache.k[:, :, :, 2].abs().sum() > 0 and state.cache.k[:, :, :, 3:].abs().sum() == 0
-    assert state.cache.mask.tolist() == [[True] * 3 + [False] * 14]
+    assert state.cache.k[:, :, :, P].abs().sum() > 0 and state.cache.k[:, :, :, P + 1 :].abs().sum() == 0
+    assert state.cache.mask.tolist() == [[True] * (P + 1) + [False] * 14]
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 4.0])

@@ -13,7 +13,7 @@ from torch import nn
 from conftest import PatchTokenizer
 from rear.config import Corruption, NoiseConfig, OptimConfig, TrainConfig, generator_preset, merge
 from rear.data.store import Source, pretokenize
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 from rear.optim import decay_groups, learning_rate
 from rear.regularizers import alignment_loss, corrupt_context, noise_ratio
 from rear.train.batches import regularize
@@ -70,7 +70,7 @@ def test_alignment_positions_on_a_hand_built_model():
     V = K + 1 + C + 1  # one-hot embeddings need D = V
     config = generator_preset("rear-tiny", codebook_size=K, num_classes=C, num_tokens=N, width=V, heads=2,
                               align={"code_dim": V, "decode_layer": 1})
-    model = Generator(config).eval()  # adaLN-Zero: every block is the identity
+    model = build_generator(config).eval()  # adaLN-Zero: every block is the identity
     with torch.no_grad():
         model.embeddings.weight.copy_(torch.eye(V))
         model.pos_embed.zero_()
@@ -95,13 +95,13 @@ def test_alignment_positions_on_a_hand_built_model():
 
 def test_a_switch_that_drew_the_true_code_still_counts_as_corrupted():
     torch.manual_seed(0)
-    model = Generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4,
+    model = build_generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4,
                                        align={"code_dim": 8, "decode_layer": 1})).eval()
     tokens, labels = torch.randint(0, 16, (2, 4)), torch.tensor([0, 1])
     vectors = torch.randn(2, 4, 8)
     drawn = torch.ones(2, 4, dtype=torch.bool)  # every position drawn by the noise, each switched to itself
     all_drawn = model.training_losses(tokens, labels, vectors, tokens, drawn)["align"]
-    decode_only = Generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4,
+    decode_only = build_generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4,
                                              align={"code_dim": 8, "decode_layer": 1, "encode": False}))
     decode_only.load_state_dict(model.state_dict(), strict=False)
     assert torch.allclose(all_drawn, decode_only.eval().training_losses(tokens, labels, vectors)["align"])
@@ -121,7 +121,7 @@ def test_alignment_loss_formula():
 
 # ------------------------------------------------------------------ the recipe
 def test_decay_groups_cover_linear_weights_only():
-    model = Generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4))
+    model = build_generator(generator_preset("rear-tiny", codebook_size=16, num_classes=3, num_tokens=4))
     decayed, plain = decay_groups(model, 0.03)
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)].endswith("weight") and p.dim() == 2 for p in decayed["params"])

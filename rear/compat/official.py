@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rear.config import AlignConfig, GeneratorConfig
-from rear.generator import Generator
+from rear.generator import Generator, build_generator
 from rear.weights import load_state, read_tensors, read_torch_file
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
@@ -87,6 +87,6 @@ def _rows(state: dict[str, torch.Tensor], name: str) -> int:
 def load_official_generator(checkpoint: str | Path, config_yaml: str | Path) -> Generator:
     """A Generator holding the weights of an official reAR checkpoint and its YAML config."""
     state = strip_prefixes(read_state_dict(checkpoint))
-    model = Generator(config_from_official(config_yaml, state))
+    model = build_generator(config_from_official(config_yaml, state))
     load_state(model, state, str(checkpoint))
     return model

@@ -50,6 +50,7 @@ def write_samples(
     settings is refused, or with `overwrite` emptied first."""
     world = world or World(0, 1, next(model.parameters()).device)
     C = model.config.num_classes
+    tokenizer.check_fits(model.config.codebook_size, model.config.num_tokens, "the generator")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if num_samples % C:

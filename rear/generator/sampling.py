@@ -1,20 +1,17 @@
 """Fast sampling on a static KV cache: prefill, decode one token, decode n (gpt-fast style).
 
 Per step only the new token is embedded and run through the blocks; the cache is written in place.
-Rows of a CFG batch share few distinct labels, so the adaLN modulations (a third of the FLOPs at
-small widths) are computed once per distinct label and gathered. Shapes: B images, R rows (2B with
-CFG), U distinct labels, D width, K codebook size.
+The loop is the same for every backbone: it calls the model's `start`, `prefill` and `decode_step`
+(rear.generator.base). Shapes: B images, R rows (2B with CFG), N tokens, K codebook size.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from rear.generator.cache import KVCache
-from rear.generator.model import Generator
+from rear.generator.base import Generator
 
 
 def cfg_schedule(step: int, num_steps: int, cfg_scale: float, cfg_power: float) -> float:
@@ -51,57 +48,9 @@ def sample_tokens(
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-@dataclass
-class DecodeState:
-    """What every decoding step reuses: cache, position table, distinct labels' embeddings."""
-
-    cache: KVCache
-    positions: torch.Tensor  # [N+2, D] position + target-aware table
-    label_embedding: torch.Tensor  # [U, D]
-    rows: torch.Tensor  # [R] row -> index into the U distinct labels
-
-
-def start(model: Generator, labels: torch.Tensor) -> DecodeState:
-    """Allocate the cache for rows with `labels` [R] and precompute per-call tables."""
-    c = model.config
-    distinct, rows = torch.unique(labels, return_inverse=True)
-    weight = model.embeddings.weight
-    cache = KVCache(
-        c.depth,
-        labels.shape[0],
-        c.heads,
-        c.num_tokens + 1,  # cls, class, t_0 .. t_{N-2}: t_{N-1} is never read
-        c.width // c.heads,
-        dtype=weight.dtype,
-        device=weight.device,
-    )
-    return DecodeState(cache, model.position_table(), model.label_embedding(distinct), rows)
-
-
-def forward_step(
-    model: Generator, state: DecodeState, x: torch.Tensor, positions: torch.Tensor
-) -> torch.Tensor:
-    """Inputs x [R, T, D] at sequence `positions` [T] -> logits of the last position [R, K]."""
-    state.cache.at(positions)
-    x = x + state.positions[positions]  # [R, T, D]
-    condition = state.label_embedding[:, None] + model.timesteps_embeddings[0, positions]  # [U, T, D]
-    x, _ = model.trunk(x, condition, state.rows, state.cache)
-    return model.head(x[:, -1:], condition[:, -1:], state.rows)[:, 0]  # [R, K]
-
-
-def prefill(model: Generator, state: DecodeState) -> torch.Tensor:
-    """Run cls and class (positions 0, 1); return the logits of t_0 [R, K]."""
-    R = state.rows.shape[0]
-    label = state.label_embedding[state.rows]  # [R, D]
-    x = torch.stack([model.cls_token[0, 0].expand(R, -1), label], dim=1)  # [R, 2, D]
-    return forward_step(model, state, x, torch.arange(2, device=x.device))
-
-
-def decode_one(
-    model: Generator, state: DecodeState, tokens: torch.Tensor, position: torch.Tensor
-) -> torch.Tensor:
-    """Feed tokens [R] at sequence `position` [1]; return the logits of the next token [R, K]."""
-    return forward_step(model, state, model.embeddings(tokens)[:, None], position)
+def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Feed t_index = tokens [R] (index [1]); return the logits of the next token [R, K]."""
+    return model.decode_step(state, tokens, index)
 
 
 def generate(
@@ -133,8 +82,8 @@ def generate(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        state = start(model, rows)
-        logits = prefill(model, state)  # [R, K]
+        state = model.start(rows)
+        logits = model.prefill(state)  # [R, K]
         tokens = labels.new_empty(B, N)
         for step in range(N):
             if guided:
@@ -144,8 +93,8 @@ def generate(
             tokens[:, step] = sample_tokens(logits, temperature, top_k, top_p, generator)
             if step < N - 1:
                 fed = tokens[:, step].repeat(2) if guided else tokens[:, step]
-                position = torch.tensor([step + 2], device=labels.device)
-                logits = decode(model, state, fed, position)
+                index = torch.tensor([step], device=labels.device)
+                logits = decode(model, state, fed, index)
     model.train(was_training)
     return tokens
 
@@ -172,9 +121,7 @@ def generate_recompute(
     with torch.no_grad():
         for step in range(N):
             context = tokens.repeat(2, 1) if guided else tokens  # [R, step]
-            x, condition, rows = model.embed(context, row_labels)
-            x, _ = model.trunk(x, condition, rows)
-            logits = model.head(x[:, -1:], condition[:, -1:], rows)[:, 0]  # [R, K]
+            logits = model.run(context, row_labels)[0][:, -1]  # [R, K]
             if guided:
                 cond, uncond = logits.float().chunk(2)
                 logits = uncond + (cond - uncond) * cfg_schedule(step, N, cfg_scale, cfg_power)

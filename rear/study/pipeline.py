@@ -110,8 +110,9 @@ class Study:
         # The instruments every score depends on live beside the results (and are committed with
         # them): a lost scratch folder then costs only the reference statistics (recomputed) and the
         # checkpoints of unfinished runs (retrained from their start).
-        self.tokenizer_dir, self.classifier_dir = self.results / "tokenizer", self.results / "classifier"
-        self.stores = {name: self.results / f"store-{name}" for name in ("train", "test")}
+        instruments = Path(config.instruments) if config.instruments else self.results
+        self.tokenizer_dir, self.classifier_dir = instruments / "tokenizer", instruments / "classifier"
+        self.stores = {name: instruments / f"store-{name}" for name in ("train", "test")}
 
     # ------------------------------------------------------------ shared inputs
     @cached_property
@@ -276,7 +277,7 @@ class Study:
                  Unit("references", self.make_references, [("fixed", 120)])]
         for k in range(max(c.seeds.values())):
             for arm in ARMS:
-                if k >= c.seeds[arm]:
+                if k >= c.seeds.get(arm, 0):  # an arm the config leaves out has no runs
                     continue
                 previous = 0
                 for step in self.steps:
@@ -331,8 +332,9 @@ def run_study(config: StudyConfig, quick: bool = False) -> Path:
     if quick:
         config = quick_config(config)
     unknown = set(config.seeds) - set(ARMS)
-    if unknown or min(config.seeds.values(), default=0) < 1:
-        raise ValueError(f"seeds must give every arm of {list(ARMS)} at least one run, got {dict(config.seeds)}")
+    if unknown or not {"ar", "rear"} <= set(config.seeds) or min(config.seeds.values()) < 1:
+        raise ValueError(f"seeds must name arms of {list(ARMS)} (ar and rear at least) with one run or more each, "
+                         f"got {dict(config.seeds)}")
     if not (config.train.noise.enabled and config.train.generator.align.encode and config.train.generator.align.decode):
         raise ValueError("the study's train config must be the full reAR recipe (noise and both alignment heads on); "
                          "the arms switch parts off")

@@ -97,7 +97,8 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float]:
 def table(summary: dict, config: StudyConfig, cpu_hours: float, commit) -> str:
     arms, lines = summary["arms"], []
     status = "complete" if summary["complete"] else "**unfinished** (figures below cover the finished runs only)"
-    lines += ["# Fashion-MNIST study: plain AR, its ablations and reAR (`rear study`)", "",
+    backbone = config.train.generator.backbone.value
+    lines += [f"# Fashion-MNIST study ({backbone} backbone): plain AR, its ablations and reAR (`rear study`)", "",
               f"Status: {status}; {cpu_hours:.2f} CPU-hours so far; commit {commit}.", "",
               f"Final scores: {config.final_samples} class-balanced samples per run at the arm's CFG "
               "(chosen on the validation split), domain-classifier features, against the Fashion-MNIST "

@@ -61,6 +61,14 @@ class VQTokenizer(nn.Module):
                 f"got {tuple(images.shape)}; resize or crop them first"
             )
 
+    def check_fits(self, codebook_size: int, num_tokens: int, what: str) -> None:
+        """Raise ValueError unless `what` (a generator, a store) speaks this tokenizer's ids."""
+        if (codebook_size, num_tokens) != (self.codebook_size, self.num_tokens):
+            raise ValueError(
+                f"{what} has {num_tokens} tokens of {codebook_size} codes but this tokenizer makes "
+                f"{self.num_tokens} tokens of {self.codebook_size} codes; use the tokenizer it was trained with"
+            )
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, C, H, W] in [0, 1] -> token ids [B, N] (raster, row-major)."""

@@ -25,7 +25,10 @@ def read_tokenizer_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
-    """(codebook vectors [K, Z], weights fingerprint) without building the tokenizer."""
+    """(codebook vectors [K, Z], weights fingerprint) without building the tokenizer.
+
+    The rows are as stored: TiTok embeds unit-length rows, but the alignment targets are compared by
+    cosine, which a row's length does not change."""
     state = read_tokenizer_state(path)
     if CODEBOOK not in state:
         raise ValueError(f"{path} has no {CODEBOOK}; is it a VQ tokenizer?")
@@ -33,8 +36,12 @@ def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTokenizer:
-    """A folder made by `rear tokenizer train`, or `maskgit-vqgan-imagenet-f16-256.bin`."""
+    """A folder made by `rear tokenizer train`, `maskgit-vqgan-imagenet-f16-256.bin`, or a released TiTok."""
+    from rear.compat.titok import is_titok, load_titok
+
     path = Path(path)
+    if is_titok(path):  # its HF folder, that folder's model.safetensors, or the .bin
+        return load_titok(path, device)
     if path.is_dir():
         from rear.tokenizer.conv_vq import load_conv_vq
 

@@ -22,8 +22,7 @@ from rear import precision
 from rear.config import TrainConfig
 from rear.data.store import TokenStore
 from rear.distributed import World, setup, teardown
-from rear.generator import Generator
-from rear.generator.model import Block
+from rear.generator import Generator, build_generator
 from rear.images import save_grid
 from rear.optim import learning_rate, make_optimizer
 from rear.progress import bar as progress_bar
@@ -183,7 +182,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     checkpoint = out / CHECKPOINT
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = Generator(config.generator).to(device)
+    model = build_generator(config.generator).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
     optimizer = make_optimizer(model, config.optim)
     torch.manual_seed(config.seed + 1 + world.rank)  # per-rank dropout stream
@@ -214,7 +213,8 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     if config.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
-        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block))
+        blocks = set(model.blocks)
+        apply_activation_checkpointing(model, check_fn=lambda module: module in blocks)
     net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
     autocast = lambda: precision.autocast(device, config.bf16)  # noqa: E731
     if world.main:

@@ -1,4 +1,4 @@
-"""The reAR generator: a raster-order, class-conditional causal transformer (RAR architecture).
+"""The RAR-style backbone of the reAR release: adaLN-Zero blocks, learned absolute positions.
 
 Sequence positions: 0 cls, 1 class, 2+i image token t_i. The output at position p >= 1 predicts
 t_{p-1}. Shapes: B batch, T positions, N image tokens, D width, H heads, hd head width,
@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataclasses import dataclass
+
 from rear.config import GeneratorConfig
+from rear.generator.base import Generator
 from rear.generator.cache import KVCache
-from rear.regularizers import alignment_loss, projection_head
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -98,12 +100,23 @@ class FinalLayer(nn.Module):
         return modulate(self.norm_final(x), shift, scale)
 
 
-class Generator(nn.Module):
-    """Class-conditional next-token transformer over raster VQ tokens, with reAR training heads."""
+@dataclass
+class DecodeState:
+    """What every decoding step reuses: cache, position table, distinct labels' embeddings."""
+
+    cache: KVCache
+    positions: torch.Tensor  # [N+2, D] position + target-aware table
+    label_embedding: torch.Tensor  # [U, D]
+    rows: torch.Tensor  # [R] row -> index into the U distinct labels
+
+
+class RARGenerator(Generator):
+    """cls, class, then image tokens; adaLN-Zero conditioning on class + per-position step embedding."""
+
+    prefix_length = 2  # cls, class
 
     def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__()
-        self.config = config.validate()
+        super().__init__(config)
         c, D, N = config, config.width, config.num_tokens
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.embeddings = nn.Embedding(c.vocab_size, D)
@@ -113,12 +126,10 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(Block(c, layer) for layer in range(c.depth))
         self.adaln_before_head = FinalLayer(D)
         self.lm_head = nn.Linear(D, c.codebook_size)
-        a = c.align
-        self.encode_align_mlp = projection_head(D, a.projection_dim, a.code_dim) if a.encode else None
-        self.decode_align_mlp = projection_head(D, a.projection_dim, a.code_dim) if a.decode else None
+        self.alignment_heads()
         self.reset_parameters()
 
-    # ---------------------------------------------------------------- init and ids
+    # ---------------------------------------------------------------- init
     def reset_parameters(self) -> None:
         """Trunc-normal(0.02) weights and tables, zero biases, zero last adaLN layers (adaLN-Zero)."""
         for module in self.modules():
@@ -137,47 +148,6 @@ class Generator(nn.Module):
         ]:
             nn.init.zeros_(modulation[-1].weight)
             nn.init.zeros_(modulation[-1].bias)
-
-    @property
-    def mask_id(self) -> int:
-        """Token id of the mask token (the "mask" corruption mode)."""
-        return self.config.codebook_size
-
-    @property
-    def null_label(self) -> int:
-        """Label value meaning "no class" (classifier-free guidance, label dropout)."""
-        return self.config.num_classes
-
-    def num_parameters(self, heads: bool = False) -> int:
-        """Parameter count, without the training-only alignment heads unless `heads`."""
-        return sum(
-            p.numel() for n, p in self.named_parameters() if heads or "_align_mlp." not in n
-        )
-
-    def check_inputs(self, labels: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
-        """Raise ValueError on labels outside [0, C] or tokens [B, n] outside [0, K] / n > N."""
-        c = self.config
-        if labels.dim() != 1 or labels.dtype.is_floating_point:
-            raise ValueError(f"labels must be an integer tensor [B], got {labels.dtype} {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() > c.num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {c.num_classes}] ({c.num_classes} = null class), "
-                f"got range [{labels.min().item()}, {labels.max().item()}]"
-            )
-        if tokens is None:
-            return
-        if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"tokens must be an integer tensor [B={labels.shape[0]}, n], got {tokens.dtype} {tuple(tokens.shape)}"
-            )
-        if tokens.shape[1] > c.num_tokens:
-            raise ValueError(f"got {tokens.shape[1]} tokens per image; this model takes {c.num_tokens}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() > self.mask_id):
-            raise ValueError(
-                f"token ids must lie in [0, {c.codebook_size - 1}] (or {self.mask_id} = mask), "
-                f"got range [{tokens.min().item()}, {tokens.max().item()}]; "
-                "was the data tokenized with a tokenizer of another codebook size?"
-            )
 
     # ---------------------------------------------------------------- forward pieces
     def position_table(self) -> torch.Tensor:
@@ -231,98 +201,47 @@ class Generator(nn.Module):
         modulation = self.adaln_before_head.adaLN_modulation(condition)[rows]  # [B, T, 2D]
         return self.lm_head(self.adaln_before_head(x, modulation))
 
-    # ---------------------------------------------------------------- public API
-    def logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced next-token logits [B, N, K]: row i predicts tokens[:, i]."""
-        self.check_inputs(labels, tokens)
-        x, condition, rows = self.embed(tokens[:, :-1], labels)  # [B, N+1, D]
-        x, _ = self.trunk(x, condition, rows)
-        return self.head(x[:, 1:], condition[:, 1:], rows)  # drop cls
+    # ---------------------------------------------------------------- the backbone contract
+    def run(
+        self, context: torch.Tensor, labels: torch.Tensor, capture: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """context [B, n], labels [B] -> logits [B, n+1, K] and the captured block outputs [B, n+2, D]."""
+        x, condition, rows = self.embed(context, labels)  # [B, n+2, D]
+        x, captured = self.trunk(x, condition, rows, capture=capture)
+        return self.head(x[:, 1:], condition[:, 1:], rows), captured  # drop cls
 
-    def training_losses(
-        self,
-        tokens: torch.Tensor,
-        labels: torch.Tensor,
-        code_vectors: torch.Tensor,
-        context: torch.Tensor | None = None,
-        corrupted: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The reAR loss {"ce", "align", "total"} of clean `tokens` [B, N] read through `context`.
-
-        code_vectors [B, N, Z] are the frozen codebook vectors of the clean tokens; `corrupted` [B, N]
-        marks the context positions the noise drew (their encode-alignment term is zeroed), including
-        a switch that drew the true code; without it, positions where context != tokens count.
-        """
+    def start(self, labels: torch.Tensor) -> DecodeState:
+        """Allocate the cache for rows with `labels` [R] and precompute per-call tables."""
         c = self.config
-        context = tokens if context is None else context
-        corrupted = context != tokens if corrupted is None else corrupted  # [B, N]
-        self.check_inputs(labels, context)
-        self.check_inputs(labels, tokens)
-        if tokens.shape[1] != c.num_tokens or context.shape != tokens.shape or corrupted.shape != tokens.shape:
-            raise ValueError(
-                f"tokens, context and corrupted must all be [B, {c.num_tokens}], "
-                f"got {tuple(tokens.shape)}, {tuple(context.shape)} and {tuple(corrupted.shape)}"
-            )
-        if tokens.numel() and tokens.max() >= c.codebook_size:
-            raise ValueError(f"target tokens must lie in [0, {c.codebook_size - 1}], got {tokens.max().item()} "
-                             f"({c.codebook_size} is the mask id: only a context may hold it)")
-        x, condition, rows = self.embed(context, labels)  # [B, N+2, D], [U, N+2, D], [B]
-        layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
-        x, captured = self.trunk(x, condition, rows, capture=layers)
-        logits = self.head(x[:, 1:-1], condition[:, 1:-1], rows)  # [B, N, K]
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
-        if not c.align.enabled:
-            align = ce.new_zeros(())
-        else:
-            if code_vectors.shape != (*tokens.shape, c.align.code_dim):
-                raise ValueError(
-                    f"code_vectors must be [B, N, Z={c.align.code_dim}], got {tuple(code_vectors.shape)}"
-                )
-            encode = decode = None
-            if self.encode_align_mlp is not None:  # state at the position holding t_i
-                # corrupted positions carry no encode term: run the head on the clean ones only
-                hidden = captured[c.align.encode_layer][:, 2:]  # [B, N, D]
-                clean = ~corrupted
-                encode = hidden.new_zeros(*tokens.shape, c.align.code_dim)  # [B, N, Z]
-                encode = encode.index_put((clean,), self.encode_align_mlp(hidden[clean]).to(encode.dtype))
-            if self.decode_align_mlp is not None:  # state at the position predicting t_i
-                decode = self.decode_align_mlp(captured[c.align.decode_layer][:, 1:-1])
-            align = alignment_loss(encode, decode, code_vectors, corrupted)
-        return {"ce": ce, "align": align, "total": ce + c.align.weight * align}
-
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        labels: torch.Tensor,
-        code_vectors: torch.Tensor,
-        context: torch.Tensor | None = None,
-        corrupted: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The training losses: the step DistributedDataParallel wraps."""
-        return self.training_losses(tokens, labels, code_vectors, context, corrupted)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        labels: torch.Tensor,
-        *,
-        cfg_scale: float,
-        cfg_power: float,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample token grids [B, N] for `labels` [B] with the power-cosine CFG schedule."""
-        from rear.generator.sampling import generate
-
-        return generate(
-            self,
-            labels,
-            cfg_scale=cfg_scale,
-            cfg_power=cfg_power,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
+        distinct, rows = torch.unique(labels, return_inverse=True)
+        weight = self.embeddings.weight
+        cache = KVCache(
+            c.depth,
+            labels.shape[0],
+            c.heads,
+            c.num_tokens + 1,  # cls, class, t_0 .. t_{N-2}: t_{N-1} is never read
+            c.width // c.heads,
+            dtype=weight.dtype,
+            device=weight.device,
         )
+        return DecodeState(cache, self.position_table(), self.label_embedding(distinct), rows)
+
+    def forward_step(self, state: DecodeState, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Inputs x [R, T, D] at sequence `positions` [T] -> logits of the last position [R, K]."""
+        state.cache.at(positions)
+        x = x + state.positions[positions]  # [R, T, D]
+        condition = state.label_embedding[:, None] + self.timesteps_embeddings[0, positions]  # [U, T, D]
+        x, _ = self.trunk(x, condition, state.rows, state.cache)
+        return self.head(x[:, -1:], condition[:, -1:], state.rows)[:, 0]  # [R, K]
+
+    def prefill(self, state: DecodeState) -> torch.Tensor:
+        """Run cls and class (positions 0, 1); return the logits of t_0 [R, K]."""
+        R = state.rows.shape[0]
+        label = state.label_embedding[state.rows]  # [R, D]
+        x = torch.stack([self.cls_token[0, 0].expand(R, -1), label], dim=1)  # [R, 2, D]
+        return self.forward_step(state, x, torch.arange(2, device=x.device))
+
+    def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+        """Feed t_index = tokens [R] (at sequence position index + 2); return the logits of t_{index+1}."""
+        position = torch.as_tensor(index, device=tokens.device).view(1) + self.prefix_length
+        return self.forward_step(state, self.embeddings(tokens)[:, None], position)

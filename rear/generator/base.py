@@ -1,0 +1,190 @@
+"""The generator interface: what the trainer, sampler, evaluation and CLI may call on any backbone.
+
+A backbone reads the sequence [prefix, t_0 .. t_{n-1}]: `prefix_length` positions of its own (a
+class token, a learned cls vector) before the first image token; the output at position
+p >= prefix_length - 1 predicts t_{p - prefix_length + 1}. A backbone implements `run` (teacher
+forcing, with the outputs of chosen blocks) and the three cached-decoding steps `start`, `prefill`
+and `decode_step`; the losses, the input checks and the alignment heads live here, once.
+Shapes: B batch, R decoding rows, n context tokens, N tokens per image, T positions, D width,
+K codebook size, Z code dimension.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rear.config import GeneratorConfig
+from rear.regularizers import alignment_loss, projection_head
+
+
+class Generator(nn.Module):
+    """Class-conditional next-token transformer over raster VQ tokens, with reAR training heads."""
+
+    prefix_length: int  # positions before t_0
+    blocks: nn.ModuleList
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+
+    def alignment_heads(self) -> None:
+        """Build the training-only projection heads the config asks for (call after the trunk)."""
+        D, a = self.config.width, self.config.align
+        self.encode_align_mlp = projection_head(D, a.projection_dim, a.code_dim) if a.encode else None
+        self.decode_align_mlp = projection_head(D, a.projection_dim, a.code_dim) if a.decode else None
+
+    # ---------------------------------------------------------------- what a backbone implements
+    def run(
+        self, context: torch.Tensor, labels: torch.Tensor, capture: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """context [B, n], labels [B] -> logits [B, n+1, K] of t_0 .. t_n, and the outputs
+        [B, prefix_length + n, D] of the blocks in `capture`."""
+        raise NotImplementedError
+
+    def start(self, labels: torch.Tensor) -> Any:
+        """Allocate the decoding state (static KV cache) for rows with `labels` [R]."""
+        raise NotImplementedError
+
+    def prefill(self, state: Any) -> torch.Tensor:
+        """Run the prefix positions; return the logits of t_0 [R, K]."""
+        raise NotImplementedError
+
+    def decode_step(self, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+        """Feed t_index = tokens [R]; return the logits of t_{index+1} [R, K]."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- ids and checks
+    @property
+    def mask_id(self) -> int:
+        """Token id of the mask token (the "mask" corruption mode)."""
+        return self.config.codebook_size
+
+    @property
+    def null_label(self) -> int:
+        """Label value meaning "no class" (classifier-free guidance, label dropout)."""
+        return self.config.num_classes
+
+    def num_parameters(self, heads: bool = False) -> int:
+        """Parameter count, without the training-only alignment heads unless `heads`."""
+        return sum(
+            p.numel() for n, p in self.named_parameters() if heads or "_align_mlp." not in n
+        )
+
+    def check_inputs(self, labels: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
+        """Raise ValueError on labels outside [0, C] or tokens [B, n] outside [0, K] / n > N."""
+        c = self.config
+        if labels.dim() != 1 or labels.dtype.is_floating_point:
+            raise ValueError(f"labels must be an integer tensor [B], got {labels.dtype} {tuple(labels.shape)}")
+        if labels.numel() and (labels.min() < 0 or labels.max() > c.num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {c.num_classes}] ({c.num_classes} = null class), "
+                f"got range [{labels.min().item()}, {labels.max().item()}]"
+            )
+        if tokens is None:
+            return
+        if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"tokens must be an integer tensor [B={labels.shape[0]}, n], got {tokens.dtype} {tuple(tokens.shape)}"
+            )
+        if tokens.shape[1] > c.num_tokens:
+            raise ValueError(f"got {tokens.shape[1]} tokens per image; this model takes {c.num_tokens}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() > self.mask_id):
+            raise ValueError(
+                f"token ids must lie in [0, {c.codebook_size - 1}] (or {self.mask_id} = mask), "
+                f"got range [{tokens.min().item()}, {tokens.max().item()}]; "
+                "was the data tokenized with a tokenizer of another codebook size?"
+            )
+
+    # ---------------------------------------------------------------- teacher forcing
+    def logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-token logits [B, N, K]: row i predicts tokens[:, i]."""
+        self.check_inputs(labels, tokens)
+        return self.run(tokens[:, :-1], labels)[0]
+
+    def predicting_states(self, captured: torch.Tensor, n: int) -> torch.Tensor:
+        """Block outputs [B, T, D] at the positions whose logits predict t_0 .. t_{n-1} -> [B, n, D]."""
+        first = self.prefix_length - 1
+        return captured[:, first : first + n]
+
+    def holding_states(self, captured: torch.Tensor, n: int) -> torch.Tensor:
+        """Block outputs [B, T, D] at the positions that hold t_0 .. t_{n-1} -> [B, n, D]."""
+        return captured[:, self.prefix_length : self.prefix_length + n]
+
+    def training_losses(
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor,
+        code_vectors: torch.Tensor,
+        context: torch.Tensor | None = None,
+        corrupted: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The reAR loss {"ce", "align", "total"} of clean `tokens` [B, N] read through `context`.
+
+        code_vectors [B, N, Z] are the frozen codebook vectors of the clean tokens; `corrupted` [B, N]
+        marks the context positions the noise drew (their encode-alignment term is zeroed), including
+        a switch that drew the true code; without it, positions where context != tokens count.
+        """
+        c = self.config
+        context = tokens if context is None else context
+        corrupted = context != tokens if corrupted is None else corrupted  # [B, N]
+        self.check_inputs(labels, context)
+        self.check_inputs(labels, tokens)
+        N = c.num_tokens
+        if tokens.shape[1] != N or context.shape != tokens.shape or corrupted.shape != tokens.shape:
+            raise ValueError(
+                f"tokens, context and corrupted must all be [B, {N}], "
+                f"got {tuple(tokens.shape)}, {tuple(context.shape)} and {tuple(corrupted.shape)}"
+            )
+        if tokens.numel() and tokens.max() >= c.codebook_size:
+            raise ValueError(f"target tokens must lie in [0, {c.codebook_size - 1}], got {tokens.max().item()} "
+                             f"({c.codebook_size} is the mask id: only a context may hold it)")
+        layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
+        logits, captured = self.run(context, labels, capture=layers)  # [B, N+1, K]
+        ce = F.cross_entropy(logits[:, :N].flatten(0, 1).float(), tokens.flatten())
+        if not c.align.enabled:
+            return {"ce": ce, "align": ce.new_zeros(()), "total": ce}
+        if code_vectors.shape != (*tokens.shape, c.align.code_dim):
+            raise ValueError(f"code_vectors must be [B, N, Z={c.align.code_dim}], got {tuple(code_vectors.shape)}")
+        encode = decode = None
+        if self.encode_align_mlp is not None:  # state at the position holding t_i
+            # corrupted positions carry no encode term: run the head on the clean ones only
+            hidden = self.holding_states(captured[c.align.encode_layer], N)  # [B, N, D]
+            clean = ~corrupted
+            encode = hidden.new_zeros(*tokens.shape, c.align.code_dim)  # [B, N, Z]
+            encode = encode.index_put((clean,), self.encode_align_mlp(hidden[clean]).to(encode.dtype))
+        if self.decode_align_mlp is not None:  # state at the position predicting t_i
+            decode = self.decode_align_mlp(self.predicting_states(captured[c.align.decode_layer], N))
+        align = alignment_loss(encode, decode, code_vectors, corrupted)
+        return {"ce": ce, "align": align, "total": ce + c.align.weight * align}
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor,
+        code_vectors: torch.Tensor,
+        context: torch.Tensor | None = None,
+        corrupted: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The training losses: the step DistributedDataParallel wraps."""
+        return self.training_losses(tokens, labels, code_vectors, context, corrupted)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: torch.Tensor,
+        *,
+        cfg_scale: float,
+        cfg_power: float,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample token grids [B, N] for `labels` [B] with the power-cosine CFG schedule."""
+        from rear.generator.sampling import generate
+
+        return generate(self, labels, cfg_scale=cfg_scale, cfg_power=cfg_power, temperature=temperature,
+                        top_k=top_k, top_p=top_p, generator=generator)
