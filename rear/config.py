@@ -368,7 +368,7 @@ class StudyConfig:
     floor_per_class: int = 1000
     train_per_class: int = 400
     flip: bool = False  # a mirrored second view: Fashion-MNIST's shoes all face one way
-    # runs per arm (rear.study.ARMS); plain AR and reAR are required, the ablations optional
+    # runs per arm (rear.study.ARMS); plain AR and reAR need one or more, 0 leaves an ablation out
     seeds: dict[str, int] = field(default_factory=lambda: {"ar": 3, "noisy": 1, "embed": 1, "rear": 3})
     tokenizer: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)

@@ -179,3 +179,25 @@ def test_chosen_cfg_takes_the_lowest_validation_fid():
 
     ledger = Fake({"ar/cfg_1": {"fid": 5.0}, "ar/cfg_2": {"fid": 3.0}, "ar/cfg_3": {"fid": 3.0}})
     assert chosen_cfg(ledger, "ar", [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_a_second_study_shares_the_instruments_and_leaves_out_ablations(finished, tmp_path, monkeypatch):
+    """study_llama.yaml's shape: another backbone, ablations at 0 runs, the first study's tokenizer and classifier."""
+    root, data, _ = finished
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an instrument was rebuilt")
+
+    for name in ("train_tokenizer", "train_classifier", "pretokenize"):
+        monkeypatch.setattr(pipeline, name, refuse)
+    config = tiny_study(tmp_path, data, f"instruments={root / 'results'}", "seeds.ar=1", "seeds.noisy=0",
+                        "seeds.embed=0", "seeds.rear=1", "train.generator.backbone=LLAMA")
+    run_study(config)
+    data = results(tmp_path)
+    assert set(data["arms"]) == {"ar", "rear"} and data["complete"]
+    assert not any(key.startswith(("noisy/", "embed/")) for key in data["units"])
+    assert data["tokenizer"] == results(root)["tokenizer"]
+    assert not (tmp_path / "results" / "tokenizer").exists()
+    assert "llama backbone" in (tmp_path / "results" / "table.md").read_text()
+    with pytest.raises(ValueError, match="plain AR and reAR need one or more"):
+        run_study(tiny_study(tmp_path, data, "seeds.rear=0"))

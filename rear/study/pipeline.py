@@ -277,7 +277,7 @@ class Study:
                  Unit("references", self.make_references, [("fixed", 120)])]
         for k in range(max(c.seeds.values())):
             for arm in ARMS:
-                if k >= c.seeds.get(arm, 0):  # an arm the config leaves out has no runs
+                if k >= c.seeds[arm]:
                     continue
                 previous = 0
                 for step in self.steps:
@@ -331,10 +331,10 @@ def run_study(config: StudyConfig, quick: bool = False) -> Path:
     """Run every unit not yet in results.json; returns the results folder."""
     if quick:
         config = quick_config(config)
-    unknown = set(config.seeds) - set(ARMS)
-    if unknown or not {"ar", "rear"} <= set(config.seeds) or min(config.seeds.values()) < 1:
-        raise ValueError(f"seeds must name arms of {list(ARMS)} (ar and rear at least) with one run or more each, "
-                         f"got {dict(config.seeds)}")
+    seeds = config.seeds
+    if set(seeds) != set(ARMS) or min(seeds.values()) < 0 or min(seeds["ar"], seeds["rear"]) < 1:
+        raise ValueError(f"seeds must give every arm of {list(ARMS)} its number of runs (0 leaves an ablation out; "
+                         f"plain AR and reAR need one or more), got {dict(seeds)}")
     if not (config.train.noise.enabled and config.train.generator.align.encode and config.train.generator.align.decode):
         raise ValueError("the study's train config must be the full reAR recipe (noise and both alignment heads on); "
                          "the arms switch parts off")

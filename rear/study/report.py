@@ -32,6 +32,8 @@ def summarize(units: dict[str, dict], config: StudyConfig) -> dict:
     steps = _steps(config)
     arms = {}
     for arm, runs in config.seeds.items():
+        if not runs:  # an ablation this study leaves out
+            continue
         finals = [(k, units[f"{arm}/{k}/final"]) for k in range(runs) if f"{arm}/{k}/final" in units]
         grid = {f"{g:g}": units[f"{arm}/cfg_{g:g}"]["fid"] for g in config.cfg_grid if f"{arm}/cfg_{g:g}" in units}
         arms[arm] = {
@@ -42,7 +44,7 @@ def summarize(units: dict[str, dict], config: StudyConfig) -> dict:
             "curve": {"steps": steps, "seeds": [config.train.seed + k for k in range(runs)],
                       "fid": [[units.get(f"{arm}/{k}/step_{s}", {}).get("fid") for k in range(runs)] for s in steps]},
         }
-    summary: dict = {"arms": arms, "complete": all(len(arms[a]["fid"]) == n for a, n in config.seeds.items())}
+    summary: dict = {"arms": arms, "complete": all(len(a["fid"]) == config.seeds[arm] for arm, a in arms.items())}
     if "references" in units:
         refs = units["references"]
         summary["noise_floor_fid"] = refs["noise_floor"]["fid"]

@@ -1,4 +1,5 @@
-"""Open a tokenizer by what is on disk: a rear tokenizer folder, or the MaskGIT-VQGAN state dict."""
+"""Open a tokenizer by what is on disk: a rear tokenizer folder, or a released state dict (MaskGIT-VQGAN
+.bin, TiTok, AliTok.pth)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,10 @@ def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTokenizer:
-    """A folder made by `rear tokenizer train`, `maskgit-vqgan-imagenet-f16-256.bin`, or a released TiTok."""
-    from rear.compat.titok import is_titok, load_titok
+    """A folder made by `rear tokenizer train`, `maskgit-vqgan-imagenet-f16-256.bin`, a released TiTok,
+    or `AliTok.pth`, told apart by their tensor names."""
+    from rear.compat.alitok import ALITOK_KEY, load_alitok
+    from rear.compat.titok import is_titok, load_titok, tensor_names
 
     path = Path(path)
     if is_titok(path):  # its HF folder, that folder's model.safetensors, or the .bin
@@ -46,6 +49,8 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTo
         from rear.tokenizer.conv_vq import load_conv_vq
 
         return load_conv_vq(path).to(device).eval()
+    if path.is_file() and ALITOK_KEY in tensor_names(path):  # names only: the 1.5 GB file is read once
+        return load_alitok(path, device)
     from rear.tokenizer.maskgit import load_maskgit_vqgan
 
     return load_maskgit_vqgan(path, device)
