@@ -8,6 +8,9 @@ from pathlib import Path
 import torch
 
 
+TOKENIZER_HELP = ("a folder from `rear tokenizer train`, maskgit-vqgan-imagenet-f16-256.bin, a TiTok (its Hugging Face "
+                  "folder or .bin) or AliTok.pth")
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from rear.demo import run_demo
 
@@ -376,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the same command again to resume an interrupted run.")
     pretok.add_argument("source", help="fashion-mnist:train, fashion-mnist:test, or an image folder (one sub-folder per "
                         "class): FOLDER (all), FOLDER:train or FOLDER:heldout (10%% of each class, fixed by file names)")
-    pretok.add_argument("--tokenizer", required=True, help="tokenizer folder (rear tokenizer train) or maskgit-vqgan .bin")
+    pretok.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     pretok.add_argument("--out", required=True, help="store folder to create")
     pretok.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
     pretok.add_argument("--ten-crop", action="store_true", help="ten crops instead of as-is + mirrored")
@@ -398,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample exactly n/C images per class into OUT/png and OUT/samples.npz (arr_0 uint8 [n,H,W,3]); "
         "settings are recorded in OUT/settings.json; rerunning resumes.")
     sample.add_argument("checkpoint", help="generator checkpoint folder")
-    sample.add_argument("--tokenizer", required=True)
+    sample.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     sample.add_argument("--out", required=True)
     sample.add_argument("--num-samples", type=int, required=True)
     sample.add_argument("--batch-size", type=int, default=64)
@@ -447,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-tokenization consistency, correct-token ratio (clean / noisy context), decode-head cosine, "
         "and with --classifier the tokenizer's ceiling FID.")
     diagnose.add_argument("checkpoint")
-    diagnose.add_argument("--tokenizer", required=True)
+    diagnose.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     diagnose.add_argument("--heldout", required=True, help="token store of held-out images (fashion-mnist:test)")
     diagnose.add_argument("--classifier")
     diagnose.add_argument("--count", type=int, default=2000,

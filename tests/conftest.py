@@ -48,3 +48,13 @@ class PatchTokenizer(VQTokenizer):
         self.encoder = nn.Conv2d(channels, 8, 4, stride=4)
         self.decoder = nn.ConvTranspose2d(8, channels, 4, stride=4)
         self.quantize = Codebook(16, 8)
+
+
+def tiny_conv_vq(seed: int = 0):
+    """A loadable tokenizer of PatchTokenizer's shape: 8x8 grayscale -> 2x2 tokens of 16 codes, 8 dims."""
+    from rear.config import ConvVQConfig
+    from rear.tokenizer.conv_vq import ConvVQTokenizer
+
+    torch.manual_seed(seed)
+    return ConvVQTokenizer(ConvVQConfig(image_size=8, codebook_size=16, code_dim=8, widths=[8, 8, 8],
+                                        res_blocks=[0, 0, 0], groups=4))

@@ -11,10 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rear.compat.alitok import ALITOK_KEY, load_alitok
-from rear.tokenizer.alitok import AliTok
+from rear.compat.alitok import ALITOK_KEY, config_from_state, load_alitok
+from rear.tokenizer.alitok import AliTok, AliTokConfig, TransformerSize
+from rear.tokenizer.load import load_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "alitok_tokenizer"
+# 16x16 RGB <-> 1 prefix + 2x2 grid tokens of 64 codes x 8; heads as load_alitok infers them (64 wide, at least 1)
+TINY = AliTokConfig(encoder=TransformerSize(64, 2, 1), decoder=TransformerSize(128, 2, 2), patch_size=8, grid_size=2,
+                    prefix_tokens=1, codebook_size=64, code_dim=8, class_rows=2)
 
 
 def seeded_fill(model: torch.nn.Module) -> None:
@@ -32,6 +36,13 @@ def seeded_fill(model: torch.nn.Module) -> None:
                 p.copy_(1 + 0.1 * noise)
             else:
                 p.copy_(0.02 * noise)
+
+
+def tiny_alitok(config: AliTokConfig = TINY) -> AliTok:
+    """A small AliTok with `seeded_fill` weights (the default init leaves the queries and tables zero)."""
+    model = AliTok(config)
+    seeded_fill(model)
+    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +150,17 @@ def test_load_alitok_names_look_alikes(tmp_path, keys, message):
 def test_load_alitok_refuses_stage1_missing_extra_and_misshapen(tmp_path, layout):
     cases = {
         "stage-1": dict(layout, **{"decoder.ffn_aux.0.weight": torch.zeros(768, 1024, 1, 1)}),
-        r"missing 12 AliTok keys, e.g. \['decoder\.transformer\.23\.": {
-            k: v for k, v in layout.items() if not k.startswith("decoder.transformer.23.")
+        r"missing 4 AliTok keys, e.g. \['decoder\.transformer\.23\.mlp\.": {
+            k: v for k, v in layout.items() if not k.startswith("decoder.transformer.23.mlp.")
         },
+        r"missing 1 AliTok keys, e.g. \['latent_tokens'\]": {k: v for k, v in layout.items() if k != "latent_tokens"},
         r"1 keys AliTok lacks, e.g. \['decoder\.transformer\.24\.ln_1\.weight'\]": dict(
             layout, **{"decoder.transformer.24.ln_1.weight": torch.zeros(1024)}
         ),
-        r"quantize\.embedding\.weight has shape \(4096, 12\), AliTok has \(4096, 32\)": dict(
-            layout, **{"quantize.embedding.weight": torch.zeros(4096, 12)}
+        r"encoder\.conv_out\.weight has shape \(12, 768, 1, 1\), but the sizes read off the other tensors give "
+        r"\(32, 768, 1, 1\)": dict(layout, **{"encoder.conv_out.weight": torch.zeros(12, 768, 1, 1)}),
+        r"positional_embedding has 250 rows, not a square patch grid": dict(
+            layout, **{"encoder.positional_embedding": torch.zeros(250, 768)}
         ),
     }
     for message, state in cases.items():
@@ -155,3 +169,36 @@ def test_load_alitok_refuses_stage1_missing_extra_and_misshapen(tmp_path, layout
             load_alitok(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError):
         load_alitok(tmp_path / "absent.pth")
+
+
+# ---- sizes read off the tensors: the release, and a tiny AliTok saved as a .pth state dict
+def test_config_read_off_the_release_layout_is_the_default(layout):
+    assert config_from_state(layout, "AliTok.pth") == AliTokConfig()
+    assert AliTokConfig().image_size == 256 and AliTokConfig().num_tokens == 273
+    without_last_block = {k: v for k, v in layout.items() if not k.startswith("decoder.transformer.23.")}
+    assert config_from_state(without_last_block, "x").decoder == TransformerSize(1024, 23, 16)  # depth is counted
+
+
+def test_tiny_alitok_shapes():
+    model = tiny_alitok()
+    assert (model.image_size, model.grid, model.codebook_size, model.code_dim) == (16, (1, 5), 64, 8)
+    ids = model.encode(torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    assert ids.shape == (3, 5) and ids.unique().numel() > 1  # the seeded weights do not collapse the ids
+    images = model.decode(ids)
+    assert images.shape == (3, 3, 16, 16) and 0 < images.min() and images.max() < 1
+    with pytest.raises(ValueError, match=r"images \[B, 3, 16, 16\]"):
+        model.encode(torch.rand(1, 3, 256, 256))
+    with pytest.raises(ValueError, match="width divisible by heads"):
+        AliTokConfig(encoder=TransformerSize(100, 1, 3))
+
+
+def test_tiny_alitok_round_trips_through_load_alitok_and_load_tokenizer(tmp_path):
+    model = tiny_alitok()
+    torch.save(model.state_dict(), tmp_path / "tiny.pth")
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    ids = model.encode(images)
+    for loaded in (load_alitok(tmp_path / "tiny.pth"), load_tokenizer(tmp_path / "tiny.pth")):
+        assert isinstance(loaded, AliTok) and loaded.config == TINY
+        assert torch.equal(loaded.encode(images), ids)
+        assert torch.equal(loaded.decode(ids), model.decode(ids))
+        assert loaded.fingerprint() == model.fingerprint()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import PatchTokenizer, random_generator
+from conftest import random_generator, tiny_conv_vq
 from rear.checkpoint import save_generator
 from rear.cli import main
 from rear.config import ConvVQConfig
@@ -21,9 +21,9 @@ def files(tmp_path_factory):
     save_generator(random_generator(), root / "gen")
     save_tokenizer(ConvVQTokenizer(ConvVQConfig(image_size=16, codebook_size=32, code_dim=8, widths=[8, 8, 8],
                                                 res_blocks=[0, 0, 0], groups=4)), root / "tok")
-    patch = PatchTokenizer()
-    (root / "patch").mkdir()
-    save_file({k: v.contiguous() for k, v in patch.state_dict().items()}, root / "patch" / "model.safetensors")
+    # 8x8 images -> 2x2 tokens of 16 codes, 8 dims
+    patch = tiny_conv_vq()
+    save_tokenizer(patch, root / "patch")
     images, labels = torch.rand(16, 1, 8, 8), torch.arange(16) % 3
     pretokenize(Source("memory:train", 16, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], [])),
                 patch, root / "store", tokenizer_path=str(root / "patch"), progress=False)

@@ -77,3 +77,23 @@ def test_config_is_read_off_the_tensors():
     config = config_from_alitok(state)
     assert (config.num_tokens, config.prefix_tokens) == (273, 17)
     assert not config.align.enabled
+
+
+def test_checkpoint_round_trip_keeps_the_backbone(tmp_path):
+    from rear.checkpoint import load_generator, save_generator
+
+    model = load_alitok_generator(FIXTURE / "model.safetensors").eval()
+    save_generator(model, tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["backbone"] == "LLAMA"
+    again = load_generator(tmp_path / "ckpt").eval()
+    expected = load_file(FIXTURE / "expected.safetensors")
+    assert isinstance(again, LlamaGenerator)
+    assert torch.equal(again.logits(expected["tokens"], expected["labels"]), model.logits(expected["tokens"], expected["labels"]))
+
+
+def test_convert_takes_an_alitok_checkpoint_alone(tmp_path, capsys):
+    from rear.cli import main
+
+    main(["convert", str(FIXTURE / "model.safetensors"), str(tmp_path / "ckpt")])
+    assert "llama generator" in capsys.readouterr().out
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file()

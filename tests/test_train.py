@@ -10,13 +10,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from conftest import PatchTokenizer
+from conftest import tiny_conv_vq
 from rear.config import Corruption, NoiseConfig, OptimConfig, TrainConfig, generator_preset, merge
 from rear.data.store import Source, pretokenize
 from rear.generator import Generator, build_generator
 from rear.optim import decay_groups, learning_rate
 from rear.regularizers import alignment_loss, corrupt_context, noise_ratio
 from rear.train.batches import regularize
+from rear.tokenizer.conv_vq import save_tokenizer
 from rear.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,9 +145,8 @@ def test_learning_rate_warmup_and_cosine():
 def workspace(tmp_path_factory):
     """A tiny tokenizer folder and a 64-item store of 2x2 tokens over 3 classes."""
     root = tmp_path_factory.mktemp("run")
-    tokenizer = PatchTokenizer()
-    (root / "tok").mkdir()
-    save_file({k: v.contiguous() for k, v in tokenizer.state_dict().items()}, root / "tok" / "model.safetensors")
+    tokenizer = tiny_conv_vq()  # the trainer loads it: a real tokenizer folder
+    save_tokenizer(tokenizer, root / "tok")
     torch.manual_seed(0)
     images, labels = torch.rand(64, 1, 8, 8), torch.arange(64) % 3
     source = Source("memory:train", 64, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], []))
@@ -323,9 +323,7 @@ def test_the_four_arms(workspace, tmp_path, noise, align, expect_noise, expect_a
 
 
 def test_store_of_another_tokenizer_is_refused(workspace, tmp_path):
-    other = PatchTokenizer(seed=5)
-    (tmp_path / "tok").mkdir()
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / "tok" / "model.safetensors")
+    save_tokenizer(tiny_conv_vq(seed=5), tmp_path / "tok")
     with pytest.raises(ValueError, match="was made by tokenizer"):
         train(tiny_run(workspace, tmp_path / "a", f"tokenizer={tmp_path / 'tok'}"), progress=False)
 
@@ -394,7 +392,7 @@ def test_a_full_disk_keeps_the_last_checkpoint(workspace, small_disk, capsys):
     config = tiny_run(workspace, out, "steps=4")
     train(config, progress=False, until=2)
     before = weights(out / "checkpoint")
-    with open(small_disk / "filler", "wb") as filler:  # leave the disk full
+    with open(small_disk / "filler", "wb", buffering=0) as filler:  # leave the disk full (unbuffered: close has nothing to flush)
         try:
             while True:
                 filler.write(b"\0" * 65536)

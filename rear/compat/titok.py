@@ -39,7 +39,11 @@ def tensor_names(path: Path) -> set[str]:
         if path.suffix == ".safetensors":
             with safe_open(path, "pt") as file:
                 return set(file.keys())
-        return set(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        for wrapper in ("state_dict", "model_state"):  # training checkpoints wrap the weights
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+        return {name.removeprefix("module.") for name in state}
     except Exception:  # unreadable, or a torch file too old to map: read_state_dict names the problem
         return set(read_state_dict(path))
 

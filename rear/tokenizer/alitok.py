@@ -7,9 +7,13 @@ names equal its keys, so loading is a key copy (REFERENCE.md section 11).
 - Decoder, ViT-L (1024 x 24, 16 heads): [32 learned class rows, 273 code vectors] plus one positional table of
   305 rows; the last 256 outputs are the 16x16 image patches: 1x1 conv to 16*16*3 pixels, 1x1 conv 3 -> 3, sigmoid.
 Both stacks are pre-LayerNorm (eps 1e-5) blocks with unmasked attention and a GELU MLP (4x). The paper's causal
-decoder is stage 1 of training; the released stage-2 decoder is bidirectional.
+decoder is stage 1 of training; the released stage-2 decoder is bidirectional. `AliTokConfig` holds these sizes
+(its defaults) so smaller AliToks can be built; rear.compat.alitok reads them off a file's tensor shapes.
+Shapes: B batch, N tokens, D width, G x G patch grid of p pixels, R class rows, K codes, Z code dim.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +21,43 @@ from torch import nn
 
 from rear.tokenizer.base import Codebook, VQTokenizer, nearest_codes
 
-PATCH, GRID = 16, 16  # 256 = GRID * PATCH pixels a side
-PREFIX = 17  # tokens before the grid tokens
-TOKENS = PREFIX + GRID * GRID  # N = 273
-CODES, CODE_DIM = 4096, 32  # K, Z
-CLASS_ROWS = 32  # learned rows in front of the decoder's sequence
-ENCODER = dict(width=768, depth=12, heads=12)
-DECODER = dict(width=1024, depth=24, heads=16)
+
+@dataclass(frozen=True)
+class TransformerSize:
+    """Width, depth and heads of one AliTok transformer stack (MLP ratio 4)."""
+
+    width: int
+    depth: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class AliTokConfig:
+    """Sizes of an AliTok; the defaults are the release (AliTok.pth)."""
+
+    encoder: TransformerSize = TransformerSize(768, 12, 12)  # ViT-B
+    decoder: TransformerSize = TransformerSize(1024, 24, 16)  # ViT-L
+    patch_size: int = 16  # p
+    grid_size: int = 16  # G: a G x G patch grid, so G * p pixels a side
+    prefix_tokens: int = 17  # tokens before the grid tokens
+    codebook_size: int = 4096  # K
+    code_dim: int = 32  # Z
+    class_rows: int = 32  # learned rows in front of the decoder's sequence
+
+    def __post_init__(self) -> None:
+        for name, size in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if min(size.width, size.depth, size.heads) < 1 or size.width % size.heads:
+                raise ValueError(f"AliTok {name} {size} needs width, depth, heads >= 1 and width divisible by heads")
+        if min(self.patch_size, self.grid_size, self.codebook_size, self.code_dim) < 1 or self.prefix_tokens < 0:
+            raise ValueError(f"AliTok sizes out of range: {self}")
+
+    @property
+    def image_size(self) -> int:
+        return self.grid_size * self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prefix_tokens + self.grid_size**2  # N = 273 in the release
 
 
 class Attention(nn.Module):
@@ -70,11 +104,11 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """ln_pre, `depth` blocks, and an ln_post that subclasses apply to the outputs they keep."""
 
-    def __init__(self, width: int, depth: int, heads: int) -> None:
+    def __init__(self, size: TransformerSize) -> None:
         super().__init__()
-        self.ln_pre = nn.LayerNorm(width)
-        self.transformer = nn.ModuleList(Block(width, heads) for _ in range(depth))
-        self.ln_post = nn.LayerNorm(width)
+        self.ln_pre = nn.LayerNorm(size.width)
+        self.transformer = nn.ModuleList(Block(size.width, size.heads) for _ in range(size.depth))
+        self.ln_post = nn.LayerNorm(size.width)
 
     def blocks(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ln_pre(x)  # [B, N, D]
@@ -84,23 +118,23 @@ class Transformer(nn.Module):
 
 
 class Encoder(Transformer):
-    """images [B, 3, 256, 256] and latent queries [273, D] -> latents [B, Z, 1, 273]."""
+    """images [B, 3, G*p, G*p] and latent queries [N, D] -> latents [B, Z, 1, N]."""
 
-    def __init__(self) -> None:
-        super().__init__(**ENCODER)
-        width = ENCODER["width"]
-        self.patch_embed = nn.Conv2d(3, width, PATCH, stride=PATCH)
-        self.positional_embedding = nn.Parameter(torch.zeros(GRID * GRID, width))
-        self.latent_token_positional_embedding = nn.Parameter(torch.zeros(TOKENS, width))
-        self.conv_out = nn.Conv2d(width, CODE_DIM, 1)
+    def __init__(self, config: AliTokConfig) -> None:
+        super().__init__(config.encoder)
+        width, p, G = config.encoder.width, config.patch_size, config.grid_size
+        self.patch_embed = nn.Conv2d(3, width, p, stride=p)
+        self.positional_embedding = nn.Parameter(torch.zeros(G * G, width))
+        self.latent_token_positional_embedding = nn.Parameter(torch.zeros(config.num_tokens, width))
+        self.conv_out = nn.Conv2d(width, config.code_dim, 1)
 
     def forward(self, images: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
         B = images.shape[0]
-        patches = self.patch_embed(images).flatten(2).transpose(1, 2) + self.positional_embedding  # [B, 256, D]
-        queries = (latent_tokens + self.latent_token_positional_embedding).expand(B, -1, -1)  # [B, 273, D]
-        x = self.blocks(torch.cat([patches, queries], 1))[:, GRID * GRID :]  # [B, 273, D]
-        x = self.ln_post(x).transpose(1, 2).unsqueeze(2)  # [B, D, 1, 273]: a permute, not TiTok's reshape
-        return self.conv_out(x)  # [B, Z, 1, 273]
+        patches = self.patch_embed(images).flatten(2).transpose(1, 2) + self.positional_embedding  # [B, G*G, D]
+        queries = (latent_tokens + self.latent_token_positional_embedding).expand(B, -1, -1)  # [B, N, D]
+        x = self.blocks(torch.cat([patches, queries], 1))[:, patches.shape[1] :]  # [B, N, D]
+        x = self.ln_post(x).transpose(1, 2).unsqueeze(2)  # [B, D, 1, N]: a permute, not TiTok's reshape
+        return self.conv_out(x)  # [B, Z, 1, N]
 
 
 class PatchesToPixels(nn.Module):
@@ -118,42 +152,45 @@ class PatchesToPixels(nn.Module):
 
 
 class Decoder(Transformer):
-    """latents [B, Z, 1, 273] -> images [B, 3, 256, 256] in (0, 1)."""
+    """latents [B, Z, 1, N] -> images [B, 3, G*p, G*p] in (0, 1)."""
 
-    def __init__(self) -> None:
-        super().__init__(**DECODER)
-        width = DECODER["width"]
-        self.decoder_embed = nn.Linear(CODE_DIM, width)
-        self.class_embedding = nn.Parameter(torch.zeros(CLASS_ROWS, width))
-        self.latent_token_positional_embedding = nn.Parameter(torch.zeros(CLASS_ROWS + TOKENS, width))
+    def __init__(self, config: AliTokConfig) -> None:
+        super().__init__(config.decoder)
+        width, p = config.decoder.width, config.patch_size
+        self.grid_size = config.grid_size
+        self.decoder_embed = nn.Linear(config.code_dim, width)
+        self.class_embedding = nn.Parameter(torch.zeros(config.class_rows, width))
+        self.latent_token_positional_embedding = nn.Parameter(torch.zeros(config.class_rows + config.num_tokens, width))
         # a Sequential so the conv's keys read ffn.0.*, as in the release
-        self.ffn = nn.Sequential(nn.Conv2d(width, PATCH * PATCH * 3, 1), PatchesToPixels(PATCH))
+        self.ffn = nn.Sequential(nn.Conv2d(width, p * p * 3, 1), PatchesToPixels(p))
         self.conv_out = nn.Conv2d(3, 3, 1)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        B = latents.shape[0]
-        x = self.decoder_embed(latents.flatten(2).transpose(1, 2))  # [B, 273, D]
-        rows = self.class_embedding.expand(B, -1, -1)  # [B, 32, D]
-        x = torch.cat([rows, x], 1) + self.latent_token_positional_embedding  # [B, 305, D]
-        x = self.ln_post(self.blocks(x)[:, -GRID * GRID :])  # [B, 256, D]: the grid outputs, raster order
-        x = x.transpose(1, 2).reshape(B, -1, GRID, GRID)  # [B, D, 16, 16]
-        return torch.sigmoid(self.conv_out(self.ffn(x)))  # [B, 3, 256, 256]
+        B, G = latents.shape[0], self.grid_size
+        x = self.decoder_embed(latents.flatten(2).transpose(1, 2))  # [B, N, D]
+        rows = self.class_embedding.expand(B, -1, -1)  # [B, R, D]
+        x = torch.cat([rows, x], 1) + self.latent_token_positional_embedding  # [B, R + N, D]
+        x = self.ln_post(self.blocks(x)[:, -G * G :])  # [B, G*G, D]: the grid outputs, raster order
+        x = x.transpose(1, 2).reshape(B, -1, G, G)  # [B, D, G, G]
+        return torch.sigmoid(self.conv_out(self.ffn(x)))  # [B, 3, G*p, G*p]
 
 
 class AliTok(VQTokenizer):
-    """The AliTok tokenizer: 256x256 RGB in [0, 1] <-> 273 ids of 4096 codes (grid (1, 273) for the 1D interface)."""
+    """The AliTok tokenizer: RGB images in [0, 1] <-> N ids (prefix, then grid; grid (1, N) for the 1D interface)."""
 
-    image_size, channels, grid = GRID * PATCH, 3, (1, TOKENS)
+    channels = 3
 
-    def __init__(self) -> None:
+    def __init__(self, config: AliTokConfig = AliTokConfig()) -> None:
         super().__init__()
-        self.latent_tokens = nn.Parameter(torch.zeros(TOKENS, ENCODER["width"]))  # the encoder's learned queries
-        self.encoder = Encoder()
-        self.decoder = Decoder()
-        self.quantize = Codebook(CODES, CODE_DIM)
+        self.config = config
+        self.image_size, self.grid = config.image_size, (1, config.num_tokens)
+        self.latent_tokens = nn.Parameter(torch.zeros(config.num_tokens, config.encoder.width))  # learned queries
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantize = Codebook(config.codebook_size, config.code_dim)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, 256, 256] in [0, 1] -> ids [B, 273] (17 prefix tokens, then the grid in raster order)."""
+        """images [B, 3, G*p, G*p] in [0, 1] -> ids [B, N] (the prefix tokens, then the grid in raster order)."""
         self.check_images(images)
         return nearest_codes(self.encoder(images, self.latent_tokens), self.quantize.embedding.weight)

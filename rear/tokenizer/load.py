@@ -6,34 +6,20 @@ from pathlib import Path
 
 import torch
 
-from rear.weights import WEIGHTS, read_tensors
 from rear.tokenizer.base import VQTokenizer
-from rear.weights import state_fingerprint
 
-CODEBOOK = "quantize.embedding.weight"
-
-
-def read_tokenizer_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a tokenizer folder (model.safetensors) or of a MaskGIT-VQGAN .bin file."""
-    from rear.compat.official import read_state_dict
-
-    path = Path(path)
-    if path.is_dir():
-        if not (path / WEIGHTS).is_file():
-            raise FileNotFoundError(f"{path} has no {WEIGHTS}; train one with `rear tokenizer train`")
-        return read_tensors(path / WEIGHTS)
-    return read_state_dict(path)
+MASKGIT_KEY = "encoder.conv_in.weight"  # a tensor of the MaskGIT-VQGAN state dict (and of no other file here)
 
 
 def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
-    """(codebook vectors [K, Z], weights fingerprint) without building the tokenizer.
+    """(codebook vectors [K, Z] as the tokenizer's `embed` gives them, its weights fingerprint).
 
-    The rows are as stored: TiTok embeds unit-length rows, but the alignment targets are compared by
-    cosine, which a row's length does not change."""
-    state = read_tokenizer_state(path)
-    if CODEBOOK not in state:
-        raise ValueError(f"{path} has no {CODEBOOK}; is it a VQ tokenizer?")
-    return state[CODEBOOK].float(), state_fingerprint(state)
+    Built through the tokenizer itself, so the fingerprint is the one `pretokenize` wrote into a
+    store whatever the file's dtype or key prefixes, and TiTok's rows come unit-length as it embeds them."""
+    tokenizer = load_tokenizer(path)
+    with torch.no_grad():
+        codebook = tokenizer.embed(torch.arange(tokenizer.codebook_size)[None])[0].float()  # [K, Z]
+    return codebook, tokenizer.fingerprint()
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTokenizer:
@@ -49,8 +35,12 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTo
         from rear.tokenizer.conv_vq import load_conv_vq
 
         return load_conv_vq(path).to(device).eval()
-    if path.is_file() and ALITOK_KEY in tensor_names(path):  # names only: the 1.5 GB file is read once
+    names = tensor_names(path)  # names only (header / mmap): a 1.5 GB file is read once
+    if ALITOK_KEY in names:
         return load_alitok(path, device)
-    from rear.tokenizer.maskgit import load_maskgit_vqgan
+    if MASKGIT_KEY in names:
+        from rear.tokenizer.maskgit import load_maskgit_vqgan
 
-    return load_maskgit_vqgan(path, device)
+        return load_maskgit_vqgan(path, device)
+    raise ValueError(f"{path} is not a tokenizer rear knows (a `rear tokenizer train` folder, the MaskGIT-VQGAN "
+                     ".bin, a TiTok, AliTok.pth); a generator checkpoint is not a tokenizer")
