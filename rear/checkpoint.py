@@ -1,32 +1,84 @@
-"""Generator checkpoints: a folder with `model.safetensors` and `config.json`, written atomically."""
+"""Generator checkpoints: a folder written atomically.
+
+model.safetensors          the weights
+config.json                the GeneratorConfig (the backbone included)
+generation_config.json     how the model is meant to be sampled (a SampleConfig) and its class names,
+                           when known: training and `rear convert` write it, `rear sample` and
+                           `rear serve` read it
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 from safetensors.torch import save_file
 
-from rear.config import GeneratorConfig, merge, to_dict
+from rear.config import GeneratorConfig, SampleConfig, merge, to_dict
 from rear.generator import Generator, build_generator
+from rear.hub import model_card, resolve, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 
+GENERATION = "generation_config.json"
 
-def save_generator(model: Generator, directory: str | Path) -> Path:
-    """Save weights (safetensors) and config (JSON) to `directory`, replacing it atomically."""
+
+@dataclasses.dataclass
+class Generation:
+    """What travels with a checkpoint besides its weights: sampling settings and class names."""
+
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+    class_names: Optional[list[str]] = None  # index -> name; None: the classes are known by index only
+
+
+def write_generation(folder: Path, sample: SampleConfig, class_names: Optional[Sequence[str]]) -> None:
+    """Write generation_config.json into `folder` (a checkpoint being built)."""
+    generation = Generation(sample, list(class_names) if class_names is not None else None)
+    (folder / GENERATION).write_text(json.dumps(to_dict(generation), indent=2))
+
+
+def read_generation(directory: str | Path) -> Optional[Generation]:
+    """The checkpoint's generation_config.json, or None where it has none (checkpoints before it existed)."""
+    path = Path(directory) / GENERATION
+    return merge(Generation, str(path)) if path.is_file() else None
+
+
+def save_generator(model: Generator, directory: str | Path, sample: Optional[SampleConfig] = None,
+                   class_names: Optional[Sequence[str]] = None, training: Optional[dict] = None,
+                   metrics: Optional[dict] = None) -> Path:
+    """Save weights (safetensors), config (JSON), given `sample` the generation config, and a model
+    card (README.md, with `training` and `metrics` where known) to `directory`, replacing it atomically."""
 
     def build(folder: Path) -> None:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, folder / WEIGHTS)
         (folder / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
+        if sample is not None:
+            write_generation(folder, sample, class_names)
+        write_card(folder, generator_card(model, sample, class_names, training, metrics))
 
     replace_dir(build, Path(directory))
     return Path(directory)
 
 
+def generator_card(model: Generator, sample: Optional[SampleConfig], class_names: Optional[Sequence[str]],
+                   training: Optional[dict], metrics: Optional[dict]) -> str:
+    """The README.md of a generator checkpoint."""
+    c = model.config
+    summary = (f"A class-conditional autoregressive image generator ({c.backbone.value} backbone, "
+               f"{model.num_parameters():,} parameters, width {c.width}, depth {c.depth}) over {c.num_tokens} "
+               f"tokens of {c.codebook_size} codes, {c.num_classes} classes"
+               + (f" ({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''})" if class_names else "")
+               + ", made with rear (reAR regularization). Decode its tokens with the tokenizer it was trained on.")
+    sampling = to_dict(sample) if sample is not None else None
+    return model_card("rear generator", summary, "Generator", to_dict(c), training, metrics, sampling)
+
+
 def load_generator(directory: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Rebuild a generator saved by `save_generator`."""
-    directory = Path(directory)
+    """Rebuild a generator saved by `save_generator` (or a training checkpoint), from a local folder or
+    a Hugging Face repo id."""
+    directory = resolve(directory)
     for name in (WEIGHTS, CONFIG):
         if not (directory / name).is_file():
             raise FileNotFoundError(

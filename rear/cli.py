@@ -61,14 +61,21 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from rear.checkpoint import save_generator
     from rear.compat import load_alitok_generator, load_official_generator
+    from rear.compat.alitok_ar import sample_for_alitok
+    from rear.compat.official import sample_from_official
 
     config, out = (args.config_or_out, Path(args.out)) if args.out else (None, Path(args.config_or_out))
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
     # the reAR release needs its YAML (the config is not in the weights); AliTok's sizes are in its tensors
-    model = load_official_generator(args.checkpoint, config) if config else load_alitok_generator(args.checkpoint)
-    save_generator(model, out)
-    print(f"saved {model.num_parameters():,}-parameter {model.config.backbone.value} generator to {out}")
+    if config:
+        model, sample = load_official_generator(args.checkpoint, config), sample_from_official(config)
+    else:
+        model = load_alitok_generator(args.checkpoint)
+        sample = sample_for_alitok(model.config)
+    save_generator(model, out, sample=sample)
+    settings = f"CFG {sample.cfg_scale:g} / power {sample.cfg_power:g}" if sample else "no known sampling settings"
+    print(f"saved {model.num_parameters():,}-parameter {model.config.backbone.value} generator to {out} ({settings})")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -114,22 +121,38 @@ def cmd_preview(args: argparse.Namespace) -> None:
     print(f"decoded {count} items x {store.num_views} views (one row per view): {path}")
 
 
-def _sample_config(args: argparse.Namespace):
+SAMPLING_FLAGS = ("cfg_scale", "cfg_power", "temperature", "top_k", "top_p")
+
+
+def _sample_config(args: argparse.Namespace, checkpoint: str, command: str, announce: bool = True):
+    """The checkpoint's sampling settings (generation_config.json), else the defaults, with the flags
+    given on the command line on top; says which it used."""
+    import dataclasses
+
+    from rear.checkpoint import read_generation
     from rear.config import SampleConfig
 
-    return SampleConfig(cfg_scale=args.cfg_scale, cfg_power=args.cfg_power, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p)
+    generation = read_generation(checkpoint)
+    base, origin = (generation.sample, "the checkpoint's") if generation else (SampleConfig(), "default")
+    given = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
+    sample = dataclasses.replace(base, **given)
+    settings = ", ".join(f"{name} {getattr(sample, name)}" for name in SAMPLING_FLAGS)
+    flags = f"; from the command line: {', '.join(given)}" if given else ""
+    if announce:
+        print(f"rear {command}: sampling with {settings} ({origin} settings{flags})", file=sys.stderr)
+    return sample
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     from rear.config import SampleConfig
 
     d = SampleConfig()
-    parser.add_argument("--cfg-scale", type=float, default=d.cfg_scale, help="guidance g (1 = none; default %(default)s)")
-    parser.add_argument("--cfg-power", type=float, default=d.cfg_power, help="power of the cosine schedule (default %(default)s)")
-    parser.add_argument("--temperature", type=float, default=d.temperature)
-    parser.add_argument("--top-k", type=int, default=d.top_k)
-    parser.add_argument("--top-p", type=float, default=d.top_p)
+    default = "default: the checkpoint's generation_config.json, else %s"
+    parser.add_argument("--cfg-scale", type=float, help="guidance g, 1 = none (" + default % d.cfg_scale + ")")
+    parser.add_argument("--cfg-power", type=float, help="power of the cosine schedule (" + default % d.cfg_power + ")")
+    parser.add_argument("--temperature", type=float, help="(" + default % d.temperature + ")")
+    parser.add_argument("--top-k", type=int, help="(" + default % d.top_k + ")")
+    parser.add_argument("--top-p", type=float, help="(" + default % d.top_p + ")")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -142,7 +165,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     try:
         model = load_generator(args.checkpoint, world.device).eval()
         tokenizer = load_tokenizer(args.tokenizer, world.device)
-        path = write_samples(model, tokenizer, args.out, args.num_samples, _sample_config(args),
+        sample = _sample_config(args, args.checkpoint, "sample", announce=world.main)
+        path = write_samples(model, tokenizer, args.out, args.num_samples, sample,
                              batch_size=args.batch_size, seed=args.seed, world=world,
                              provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
                              overwrite=args.overwrite)
@@ -273,8 +297,9 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
             results[name] = f"failed: {error}"
             print(f"rear diagnose: {name} failed: {error}", file=sys.stderr)
 
+    sample = _sample_config(args, args.checkpoint, "diagnose")
     attempt("retokenization_consistency", lambda: d.retokenization_consistency(
-        model, tokenizer, torch.arange(args.samples) % C, _sample_config(args), args.seed))
+        model, tokenizer, torch.arange(args.samples) % C, sample, args.seed))
     attempt("correct_token_ratio_clean", lambda: d.token_accuracy(model, tokens, labels, 0.0, args.seed))
     attempt(f"correct_token_ratio_noisy_r{args.noise}", lambda: d.token_accuracy(model, tokens, labels, args.noise, args.seed))
     if model.decode_align_mlp is not None:

@@ -127,3 +127,13 @@ def test_compiled_decode_step_matches_eager(model):
     compiled = torch.compile(decode_one, fullgraph=True)
     a = generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1, decode=compiled)
     assert torch.equal(a, generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1))
+
+
+def test_on_token_sees_every_prefix_of_the_final_sample(model):
+    labels, seen = torch.tensor([0, 3]), []
+    tokens = generate(model, labels, cfg_scale=2.0, cfg_power=1.0, generator=torch.Generator().manual_seed(1),
+                      on_token=lambda n, prefix: seen.append((n, prefix.clone())))
+    assert [n for n, _ in seen] == list(range(1, 17))
+    assert all(torch.equal(prefix, tokens[:, :n]) for n, prefix in seen)
+    again = generate(model, labels, cfg_scale=2.0, cfg_power=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(tokens, again)  # watching does not change the draw

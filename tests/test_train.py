@@ -178,6 +178,11 @@ def test_resume_is_exact(workspace, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 6
     assert (tmp_path / "a" / "loss.png").is_file()
+    # the checkpoint says how to sample it and what it was trained on
+    generation = json.loads((tmp_path / "a" / "checkpoint" / "generation_config.json").read_text())
+    assert generation == {"sample": {"cfg_scale": 15.0, "cfg_power": 2.5, "temperature": 1.0, "top_k": None,
+                                     "top_p": None}, "class_names": ["a", "b", "c"]}
+    assert "| steps | 6 of 6 |" in (tmp_path / "a" / "checkpoint" / "README.md").read_text()
 
 
 def test_stopping_at_a_step_and_resuming_is_the_same_run(workspace, tmp_path):

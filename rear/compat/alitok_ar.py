@@ -12,11 +12,13 @@ from pathlib import Path
 
 import torch
 
-from rear.config import AlignConfig, Backbone, GeneratorConfig
+from rear.config import AlignConfig, Backbone, GeneratorConfig, SampleConfig
 from rear.generator import Generator, build_generator
 from rear.weights import load_state
 
 PREFIX_TOKENS, GRID_TOKENS = 17, 256
+# (width, depth) of the released AliTok-B/L/XL -> the CFG scale and power of its configs/alitok_*.yaml
+RELEASED_SAMPLING = {(768, 24): (16.0, 1.8), (1024, 24): (6.0, 0.7), (1280, 32): (13.0, 1.4)}
 _SIGNATURE = ("embeddings.weight", "output.weight", "norm.weight", "blocks.0.attn.q_norm.weight", "blocks.0.mlp.w1.weight")
 
 
@@ -53,3 +55,9 @@ def load_alitok_generator(path: str | Path) -> Generator:
     model = build_generator(config_from_alitok(state, str(path)))
     load_state(model, state, str(path))
     return model
+
+
+def sample_for_alitok(config: GeneratorConfig) -> SampleConfig | None:
+    """The release's sampling settings for a model of AliTok-B/L/XL's size; None for any other size."""
+    settings = RELEASED_SAMPLING.get((config.width, config.depth))
+    return SampleConfig(cfg_scale=settings[0], cfg_power=settings[1]) if settings else None

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from rear.config import AlignConfig, GeneratorConfig
+from rear.config import AlignConfig, GeneratorConfig, SampleConfig
 from rear.generator import Generator, build_generator
 from rear.weights import load_state, read_tensors, read_torch_file
 
@@ -76,6 +76,16 @@ def config_from_official(config_yaml: str | Path, state: dict[str, torch.Tensor]
         raise ValueError(
             f"{config_yaml} is not an official reAR config (model.generator / model.vq_model): {error}"
         ) from error
+
+
+def sample_from_official(config_yaml: str | Path) -> SampleConfig:
+    """The sampling settings an official YAML ships (e.g. reAR-S: CFG 22, power 2.75)."""
+    gen = OmegaConf.load(config_yaml).model.generator
+    try:
+        return SampleConfig(cfg_scale=float(gen.guidance_scale), cfg_power=float(gen.guidance_scale_pow),
+                            temperature=float(gen.get("randomize_temperature", 1.0)))
+    except AttributeError as error:
+        raise ValueError(f"{config_yaml} has no model.generator.guidance_scale / guidance_scale_pow: {error}") from None
 
 
 def _rows(state: dict[str, torch.Tensor], name: str) -> int:

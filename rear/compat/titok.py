@@ -86,6 +86,16 @@ def config_from_json(path: Path) -> TiTokConfig:
                          f"missing {error}") from None
 
 
+def release_config(config: TiTokConfig) -> dict:
+    """The release's config.json for `config` (what config_from_json reads back; save_pretrained writes it)."""
+    name = {size: name for name, size in VIT_SIZES.items()}
+    vq = {"is_legacy": True, "finetune_decoder": True, "quantize_mode": "vq", "use_l2_norm": True,
+          "vit_enc_model_size": name[config.encoder], "vit_dec_model_size": name[config.decoder],
+          "vit_enc_patch_size": config.patch_size, "vit_dec_patch_size": config.patch_size,
+          "num_latent_tokens": config.num_tokens, "codebook_size": config.codebook_size, "token_size": config.code_dim}
+    return {"model": {"vq_model": vq}, "dataset": {"preprocessing": {"crop_size": config.image_size}}}
+
+
 def config_from_state(state: dict[str, torch.Tensor], source: Path) -> TiTokConfig:
     """TiTokConfig read off the tensor shapes (widths pick the ViT sizes: heads are not in the shapes)."""
     missing = [name for name in SHAPE_KEYS if name not in state]

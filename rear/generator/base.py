@@ -10,13 +10,14 @@ K codebook size, Z code dimension.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rear.config import GeneratorConfig
+from rear.config import GeneratorConfig, SampleConfig
 from rear.regularizers import alignment_loss, projection_head
 
 
@@ -55,6 +56,24 @@ class Generator(nn.Module):
     def decode_step(self, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
         """Feed t_index = tokens [R]; return the logits of t_{index+1} [R, K]."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- sharing
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu") -> "Generator":
+        """A generator from a checkpoint folder (save_pretrained, rear train, rear convert) or a Hugging
+        Face repo id (downloaded with the `hub` extra)."""
+        from rear.checkpoint import load_generator
+
+        return load_generator(name, device)
+
+    def save_pretrained(self, folder: str | Path, sample: SampleConfig | None = None,
+                        class_names: Sequence[str] | None = None, training: dict | None = None,
+                        metrics: dict | None = None) -> Path:
+        """Write a checkpoint folder: weights, config, sampling settings and class names when given, and
+        a model card (README.md) with what is known of its training and metrics."""
+        from rear.checkpoint import save_generator
+
+        return save_generator(self, folder, sample, class_names, training, metrics)
 
     # ---------------------------------------------------------------- ids and checks
     @property

@@ -7,7 +7,7 @@ The loop is the same for every backbone: it calls the model's `start`, `prefill`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -64,10 +64,13 @@ def generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     decode: Callable = decode_one,
+    on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> torch.Tensor:
     """Sample [B, N] tokens for `labels` [B]; cfg_scale 1 samples conditionally on one batch.
 
     `decode` may be a compiled `decode_one` (torch.compile), as gpt-fast does on GPUs.
+    `on_token(n, tokens)` is called after each step with the n tokens drawn so far ([B, n], a view):
+    a viewer can decode the partial raster while the rest is sampled.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -91,6 +94,8 @@ def generate(
                 scale = cfg_schedule(step, N, cfg_scale, cfg_power)
                 logits = uncond + (cond - uncond) * scale  # [B, K]
             tokens[:, step] = sample_tokens(logits, temperature, top_k, top_p, generator)
+            if on_token is not None:
+                on_token(step + 1, tokens[:, : step + 1])
             if step < N - 1:
                 fed = tokens[:, step].repeat(2) if guided else tokens[:, step]
                 index = torch.tensor([step], device=labels.device)

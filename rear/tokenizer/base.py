@@ -7,6 +7,8 @@ Z code dimension. Images are float in [0, 1].
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -92,6 +94,40 @@ class VQTokenizer(nn.Module):
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise ValueError(f"token ids must lie in [0, {self.codebook_size - 1}]")
         return self.decoder(self.latents(ids)).clamp(0, 1)
+
+    # ---------------------------------------------------------------- sharing
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu") -> "VQTokenizer":
+        """Any tokenizer rear knows (rear.tokenizer.load.load_tokenizer), from a local folder or file or a
+        Hugging Face repo id (downloaded with the `hub` extra)."""
+        from rear.tokenizer.load import load_tokenizer
+
+        return load_tokenizer(name, device)
+
+    def config_files(self) -> dict[str, str]:
+        """Files beside the weights that rebuilding this tokenizer needs (name -> text); none when the
+        sizes are read off the tensors."""
+        return {}
+
+    def save_pretrained(self, folder: str | Path, training: dict | None = None, metrics: dict | None = None) -> Path:
+        """Write a folder `from_pretrained` reads: model.safetensors, any config file, and a model card."""
+        from safetensors.torch import save_file
+
+        from rear.hub import model_card, write_card
+        from rear.weights import WEIGHTS, replace_dir
+
+        def build(staging: Path) -> None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, staging / WEIGHTS)
+            for name, text in self.config_files().items():
+                (staging / name).write_text(text)
+            summary = (f"A {type(self).__name__} VQ tokenizer: {self.channels}-channel {self.image_size} px images <-> "
+                       f"{self.num_tokens} tokens (grid {self.grid[0]} x {self.grid[1]}) of {self.codebook_size} codes "
+                       f"of {self.code_dim} dims. Weights fingerprint {self.fingerprint()}.")
+            write_card(staging, model_card(f"rear tokenizer ({type(self).__name__})", summary, "VQTokenizer",
+                                           {"class": type(self).__name__, "grid": list(self.grid)}, training, metrics))
+
+        replace_dir(build, Path(folder))
+        return Path(folder)
 
     def fingerprint(self) -> str:
         """sha256 of the weights: names the exact tokenizer (see `state_fingerprint`)."""

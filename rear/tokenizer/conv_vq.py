@@ -94,6 +94,9 @@ class ConvVQTokenizer(VQTokenizer):
         """images [B, C, H, W] in [0, 1] -> token ids [B, N] (raster, row-major)."""
         return super().encode(images.contiguous(memory_format=torch.channels_last))
 
+    def config_files(self) -> dict[str, str]:
+        return {CONFIG: json.dumps(to_dict(self.config), indent=2)}
+
     def quantize_latents(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents [B, Z, h, w] -> (nearest codes [B, Z, h, w], ids [B, N])."""
         ids = nearest_codes(latents.detach(), self.quantize.embedding.weight)  # [B, N]

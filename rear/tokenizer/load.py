@@ -23,24 +23,31 @@ def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTokenizer:
-    """A folder made by `rear tokenizer train`, `maskgit-vqgan-imagenet-f16-256.bin`, a released TiTok,
-    or `AliTok.pth`, told apart by their tensor names."""
+    """A folder made by `rear tokenizer train` or `save_pretrained`, `maskgit-vqgan-imagenet-f16-256.bin`, a
+    released TiTok (folder or .bin) or `AliTok.pth`, told apart by their tensor names; a Hugging Face repo
+    id is downloaded first."""
     from rear.compat.alitok import ALITOK_KEY, load_alitok
-    from rear.compat.titok import is_titok, load_titok, tensor_names
+    from rear.compat.titok import SIGNATURE as TITOK_KEYS, load_titok, tensor_names
+    from rear.hub import resolve
+    from rear.weights import WEIGHTS
 
-    path = Path(path)
-    if is_titok(path):  # its HF folder, that folder's model.safetensors, or the .bin
+    path = resolve(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    if path.is_dir() and not weights.is_file():
+        raise FileNotFoundError(f"{path} has no {WEIGHTS}; a tokenizer folder comes from `rear tokenizer train` "
+                                "or save_pretrained")
+    names = tensor_names(weights)  # names only (header / mmap): a 1.5 GB file is read once
+    if set(TITOK_KEYS) <= names:
         return load_titok(path, device)
+    if ALITOK_KEY in names:
+        return load_alitok(weights, device)
+    if MASKGIT_KEY in names:
+        from rear.tokenizer.maskgit import load_maskgit_vqgan
+
+        return load_maskgit_vqgan(weights, device)
     if path.is_dir():
         from rear.tokenizer.conv_vq import load_conv_vq
 
         return load_conv_vq(path).to(device).eval()
-    names = tensor_names(path)  # names only (header / mmap): a 1.5 GB file is read once
-    if ALITOK_KEY in names:
-        return load_alitok(path, device)
-    if MASKGIT_KEY in names:
-        from rear.tokenizer.maskgit import load_maskgit_vqgan
-
-        return load_maskgit_vqgan(path, device)
     raise ValueError(f"{path} is not a tokenizer rear knows (a `rear tokenizer train` folder, the MaskGIT-VQGAN "
                      ".bin, a TiTok, AliTok.pth); a generator checkpoint is not a tokenizer")

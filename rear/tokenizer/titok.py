@@ -148,6 +148,14 @@ class TiTok(VQTokenizer):
         self.pixel_quantize = Codebook(PIXEL_CODES, maskgit.LATENT)
         self.pixel_decoder = maskgit.Decoder()
 
+    def config_files(self) -> dict[str, str]:
+        """The release's config.json: a saved folder reads back as the release's own would."""
+        import json
+
+        from rear.compat.titok import release_config
+
+        return {"config.json": json.dumps(release_config(self.config), indent=2)}
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] -> ids [B, N] of the nearest unit-length code."""

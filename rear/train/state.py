@@ -1,18 +1,22 @@
 """Training checkpoints: weights (safetensors), generator config, optimizer / RNG / step state.
 
-Folder: model.safetensors + config.json (loadable by rear.checkpoint.load_generator), ema.safetensors
-(optional), train_state.pt (optimizer, step, RNG states; tensors and numbers only, so it reads with
+Folder: model.safetensors + config.json + generation_config.json (loadable by
+rear.checkpoint.load_generator; sampled with the run's `sample` settings), ema.safetensors (optional),
+train_state.pt (optimizer, step, RNG states; tensors and numbers only, so it reads with
 weights_only=True), train_config.yaml. The whole folder is swapped in atomically.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from rear.checkpoint import generator_card, write_generation
+from rear.hub import write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
 from rear.config import TrainConfig, to_dict
 from rear.generator import Generator
@@ -33,13 +37,19 @@ def save_training(
     rng_states: list[torch.Tensor],
     config: TrainConfig,
     skipped: int = 0,
+    class_names: Optional[Sequence[str]] = None,
 ) -> None:
     """Write the checkpoint of `step` completed optimizer steps (`skipped` of them non-finite and
-    skipped), replacing `folder` atomically."""
+    skipped), replacing `folder` atomically; `class_names` are the store's."""
 
     def build(staging: Path) -> None:
         save_file(_tensors(model), staging / WEIGHTS)
         (staging / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
+        write_generation(staging, config.sample, class_names)
+        training = {"data": config.store, "tokenizer": config.tokenizer, "steps": f"{step} of {config.steps}",
+                    "batch size": config.batch_size, "noisy context": config.noise.enabled,
+                    "alignment": config.generator.align.enabled, "seed": config.seed}
+        write_card(staging, generator_card(model, config.sample, class_names, training, None))
         if ema is not None:
             save_file(_tensors(ema), staging / EMA)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states, "skipped": skipped},

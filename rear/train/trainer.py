@@ -232,7 +232,8 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                                      f"{last_good()}. Lower optim.learning_rate")
         rng = gather_rng(world)
         if world.main:
-            save_training(checkpoint, model, ema, optimizer, step, rng, config, skipped)
+            save_training(checkpoint, model, ema, optimizer, step, rng, config, skipped,
+                          store.manifest["class_names"])
         saved = step
         if world.size > 1:
             dist.barrier()

@@ -1,0 +1,56 @@
+"""Share models: `from_pretrained` names (a local folder or file, or a Hugging Face repo id) and model cards.
+
+A local path is used as it is, offline. A name of the form `owner/repo` that is not a local path is
+downloaded with `huggingface_hub` (the optional `hub` extra) into its cache. The folders are ours
+(safetensors + JSON), so no mixin is needed and nothing here is imported unless a name is resolved.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CARD = "README.md"
+
+
+def resolve(name: str | Path) -> Path:
+    """The local path `name`, or the folder a Hugging Face repo id `owner/repo` downloads to."""
+    path = Path(name)
+    if path.exists() or not REPO_ID.match(str(name)):
+        return path  # the loader names a missing path in its own error
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{name} is not a local path; to download it as a Hugging Face repo id, "
+                                "install the hub extra (pip install 'rear-ar[hub]')") from None
+    try:
+        return Path(snapshot_download(str(name)))
+    except Exception as error:  # offline, unknown repo, gated repo: one line, the cause named
+        raise FileNotFoundError(f"{name} is neither a local path nor a repo that could be downloaded "
+                                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _table(rows: dict[str, Any]) -> list[str]:
+    return ["| | |", "| --- | --- |", *(f"| {key} | {value} |" for key, value in rows.items())]
+
+
+def model_card(title: str, summary: str, cls: str, config: dict, training: Optional[dict] = None,
+               metrics: Optional[dict] = None, sampling: Optional[dict] = None) -> str:
+    """A README.md for a saved model loaded by `rear.<cls>.from_pretrained`: what it is, how to load it, its
+    config, and its training and metrics where they are known (and says so where they are not)."""
+    lines = [f"# {title}", "", summary, "", "```python", f"from rear import {cls}",
+             f'model = {cls}.from_pretrained("PATH_OR_REPO_ID")', "```", ""]
+    if sampling:
+        lines += ["## Sampling settings (generation_config.json; `rear sample` uses them)", "", *_table(sampling), ""]
+    lines += ["## Training", ""]
+    lines += [*_table(training), ""] if training else ["Not recorded with these weights.", ""]
+    lines += ["## Measured metrics", ""]
+    lines += [*_table(metrics), ""] if metrics else ["None recorded with these weights.", ""]
+    lines += ["## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def write_card(folder: Path, card: str) -> None:
+    (Path(folder) / CARD).write_text(card)

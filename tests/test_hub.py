@@ -1,0 +1,118 @@
+"""Sharing models: save_pretrained / from_pretrained, model cards, repo ids, settings that travel."""
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BACKBONE_PRESETS, random_generator, tiny_conv_vq
+from rear import Generator, VQTokenizer
+from rear.checkpoint import read_generation, save_generator
+from rear.cli import main
+from rear.config import SampleConfig
+from rear.hub import resolve
+from test_alitok import tiny_alitok
+
+OFFICIAL = Path(__file__).parent / "fixtures" / "official_tiny"
+
+
+@pytest.mark.parametrize("preset", BACKBONE_PRESETS)
+def test_generator_round_trip_with_card_and_settings(tmp_path, preset):
+    model = random_generator(preset=preset)
+    sample = SampleConfig(cfg_scale=4.0, cfg_power=1.5, temperature=0.9)
+    model.save_pretrained(tmp_path / "g", sample, ["t-shirt", "trouser", "pullover", "dress", "coat"],
+                          training={"steps": 123}, metrics={"FID": 9.75})
+    again = Generator.from_pretrained(tmp_path / "g")
+    assert type(again) is type(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    generation = read_generation(tmp_path / "g")
+    assert generation.sample == sample and generation.class_names[1] == "trouser"
+    card = (tmp_path / "g" / "README.md").read_text()
+    for text in ("Generator.from_pretrained", "| steps | 123 |", "| FID | 9.75 |", "| cfg_scale | 4.0 |",
+                 f'"backbone": "{model.config.backbone.name}"', "trouser"):
+        assert text in card, text
+
+
+def test_a_card_says_what_is_not_known(tmp_path):
+    save_generator(random_generator(), tmp_path / "g")
+    card = (tmp_path / "g" / "README.md").read_text()
+    assert "Not recorded with these weights." in card and "None recorded with these weights." in card
+    assert read_generation(tmp_path / "g") is None
+
+
+@pytest.mark.parametrize("make", [tiny_conv_vq, tiny_alitok], ids=["conv_vq", "alitok"])
+def test_tokenizer_round_trip(tmp_path, make):
+    tokenizer = make().eval()
+    tokenizer.save_pretrained(tmp_path / "t", metrics={"PSNR": 26.4})
+    again = VQTokenizer.from_pretrained(tmp_path / "t")
+    assert type(again) is type(tokenizer) and again.fingerprint() == tokenizer.fingerprint()
+    images = torch.rand(2, tokenizer.channels, tokenizer.image_size, tokenizer.image_size)
+    assert torch.equal(again.encode(images), tokenizer.encode(images))
+    assert "| PSNR | 26.4 |" in (tmp_path / "t" / "README.md").read_text()
+
+
+def test_titok_round_trip(tmp_path, monkeypatch):
+    from rear.tokenizer.titok import VIT_SIZES, TiTok, TiTokConfig
+    from test_titok import TINY_SIZES, seeded_state
+
+    for name, size in TINY_SIZES.items():
+        monkeypatch.setitem(VIT_SIZES, name, size)
+    small, mini = TINY_SIZES.values()
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in TiTok(TiTokConfig(small, mini, 10, 64, 12, 64, 16)).state_dict().items()}
+    tokenizer = TiTok(TiTokConfig(small, mini, 10, 64, 12, 64, 16))
+    tokenizer.load_state_dict(seeded_state(shapes))
+    tokenizer.save_pretrained(tmp_path / "t")
+    again = VQTokenizer.from_pretrained(tmp_path / "t")
+    assert again.config == tokenizer.config and again.fingerprint() == tokenizer.fingerprint()
+
+
+def test_resolve_local_paths_and_repo_ids(tmp_path, monkeypatch):
+    assert resolve(tmp_path) == tmp_path
+    assert resolve("runs/a/b/c") == Path("runs/a/b/c")  # not a repo id: the loader names the missing path
+    fake = types.ModuleType("huggingface_hub")
+    fake.snapshot_download = lambda repo_id: str(tmp_path) if repo_id == "owner/model" else (_ for _ in ()).throw(
+        OSError(f"offline: cannot reach {repo_id}"))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    assert resolve("owner/model") == tmp_path
+    with pytest.raises(FileNotFoundError, match="neither a local path nor a repo that could be downloaded.*offline"):
+        resolve("owner/other")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(FileNotFoundError, match=r"install the hub extra"):
+        resolve("owner/model")
+
+
+def test_sample_uses_the_checkpoint_settings_unless_flags_override(tmp_path, capsys, monkeypatch):
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    model = random_generator(codebook_size=16, num_classes=2, num_tokens=4)
+    model.save_pretrained(tmp_path / "g", SampleConfig(cfg_scale=7.0, cfg_power=0.5), ["a", "b"])
+    used = []
+    monkeypatch.setattr("rear.evaluation.samples.write_samples",
+                        lambda model, tokenizer, out, n, sample, **kw: used.append(sample) or Path(out))
+    main(["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
+          "--num-samples", "2"])
+    assert (used[-1].cfg_scale, used[-1].cfg_power) == (7.0, 0.5)
+    assert "cfg_scale 7.0" in capsys.readouterr().err
+    main(["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
+          "--num-samples", "2", "--cfg-scale", "2"])
+    assert (used[-1].cfg_scale, used[-1].cfg_power) == (2.0, 0.5)
+    assert "from the command line: cfg_scale" in capsys.readouterr().err
+
+
+def test_convert_writes_the_release_sampling_settings(tmp_path):
+    main(["convert", str(OFFICIAL / "model.safetensors"), str(OFFICIAL / "config.yaml"), str(tmp_path / "ckpt")])
+    generation = read_generation(tmp_path / "ckpt")
+    assert (generation.sample.cfg_scale, generation.sample.cfg_power) == (3.0, 2.5)  # the fixture YAML's
+
+
+def test_alitok_sizes_get_the_release_settings():
+    from rear.compat.alitok_ar import sample_for_alitok
+    from rear.config import generator_preset
+
+    assert (sample_for_alitok(generator_preset("alitok-b")).cfg_scale, sample_for_alitok(generator_preset("alitok-b")).cfg_power) == (16.0, 1.8)
+    assert sample_for_alitok(generator_preset("alitok-l")).cfg_scale == 6.0
+    assert sample_for_alitok(generator_preset("llama-tiny")) is None
