@@ -139,7 +139,7 @@ def _sample_config(args: argparse.Namespace, checkpoint: str, command: str, anno
     settings = ", ".join(f"{name} {getattr(sample, name)}" for name in SAMPLING_FLAGS)
     flags = f"; from the command line: {', '.join(given)}" if given else ""
     if announce:
-        print(f"rear {command}: sampling with {settings} ({origin} settings{flags})", file=sys.stderr)
+        print(f"rear {command}: sampling with {settings} ({origin} settings{flags})")
     return sample
 
 
@@ -174,6 +174,41 @@ def cmd_sample(args: argparse.Namespace) -> None:
         teardown()
     if world.main:
         print(f"samples: {path}")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    import json
+
+    from rear.checkpoint import load_generator
+    from rear.distributed import setup, teardown
+    from rear.evaluation.reproduce import RESULT, reproduce
+    from rear.tokenizer.load import load_tokenizer
+
+    world = setup()
+    try:
+        model = load_generator(args.checkpoint, world.device).eval()
+        tokenizer = load_tokenizer(args.tokenizer, world.device)
+        sample = _sample_config(args, args.checkpoint, "reproduce", announce=world.main)
+        record = reproduce(model, tokenizer, args.out, args.reference, sample, num_samples=args.num_samples,
+                           batch_size=args.batch_size, seed=args.seed, inception=args.inception, world=world,
+                           provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
+                           overwrite=args.overwrite)
+    finally:
+        teardown()
+    if world.main:
+        keys = ("fid", "sfid", "inception_score", "precision", "recall", "images_per_s")
+        print(json.dumps({k: record[k] for k in keys}, indent=2))
+        print(f"record: {Path(args.out) / RESULT}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from rear.serve import ServeConfig, load_studio, serve
+
+    if args.max_images < 1:
+        raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    studio = load_studio(args.checkpoint, args.tokenizer, device, ServeConfig(max_images=args.max_images))
+    serve(studio, args.host, args.port)
 
 
 def _reference_images(spec: str, size: int, data_dir: str | None):
@@ -425,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="write class-balanced samples as PNGs and an ADM .npz (resumable, torchrun-aware)",
         description="Sample exactly n/C images per class into OUT/png and OUT/samples.npz (arr_0 uint8 [n,H,W,3]); "
         "settings are recorded in OUT/settings.json; rerunning resumes.")
-    sample.add_argument("checkpoint", help="generator checkpoint folder")
+    sample.add_argument("checkpoint", help="generator checkpoint folder or Hugging Face repo id")
     sample.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     sample.add_argument("--out", required=True)
     sample.add_argument("--num-samples", type=int, required=True)
@@ -435,6 +470,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace samples in OUT made by other weights or settings (default: refuse)")
     _add_sampling_flags(sample)
     sample.set_defaults(func=cmd_sample)
+
+    serve = commands.add_parser(
+        "serve", help="a local web page that samples a checkpoint and shows the images fill in (extra: serve)",
+        description="Serve a page to pick classes, images and sampling settings, watch the grid fill row by row as "
+        "tokens are drawn, and download it as PNG. One generation at a time. Needs pip install 'rear-ar[serve]'.")
+    serve.add_argument("checkpoint", help="generator checkpoint folder")
+    serve.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="(default %(default)s)")
+    serve.add_argument("--max-images", type=int, default=64, help="most images per request (default %(default)s)")
+    serve.set_defaults(func=cmd_serve)
+
+    repro = commands.add_parser(
+        "reproduce", help="sample with the checkpoint's settings (torchrun splits it) and score FID, sFID, IS, "
+        "precision and recall against an ADM reference batch, writing reproduce.json beside the samples")
+    repro.add_argument("checkpoint", help="generator checkpoint folder or Hugging Face repo id")
+    repro.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
+    repro.add_argument("--reference", required=True, help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")
+    repro.add_argument("--out", required=True, help="folder for the samples, samples.npz and reproduce.json")
+    repro.add_argument("--num-samples", type=int, default=50_000, help="class-balanced samples (default %(default)s)")
+    repro.add_argument("--batch-size", type=int, default=64)
+    repro.add_argument("--seed", type=int, default=0)
+    repro.add_argument("--inception", help="FID InceptionV3 weights (default: $REAR_INCEPTION, else the cached "
+                       "pytorch-fid file, downloaded once)")
+    repro.add_argument("--overwrite", action="store_true", help="replace samples of other weights or settings in --out")
+    _add_sampling_flags(repro)
+    repro.set_defaults(func=cmd_reproduce)
 
     evaluation = commands.add_parser("eval", help="score samples (score), reference statistics (stats), "
                                      "the domain classifier (train-classifier)", description="Evaluation commands.")

@@ -96,11 +96,11 @@ def test_sample_uses_the_checkpoint_settings_unless_flags_override(tmp_path, cap
     main(["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
           "--num-samples", "2"])
     assert (used[-1].cfg_scale, used[-1].cfg_power) == (7.0, 0.5)
-    assert "cfg_scale 7.0" in capsys.readouterr().err
+    assert "cfg_scale 7.0" in capsys.readouterr().out
     main(["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
           "--num-samples", "2", "--cfg-scale", "2"])
     assert (used[-1].cfg_scale, used[-1].cfg_power) == (2.0, 0.5)
-    assert "from the command line: cfg_scale" in capsys.readouterr().err
+    assert "from the command line: cfg_scale" in capsys.readouterr().out
 
 
 def test_convert_writes_the_release_sampling_settings(tmp_path):
@@ -116,3 +116,31 @@ def test_alitok_sizes_get_the_release_settings():
     assert (sample_for_alitok(generator_preset("alitok-b")).cfg_scale, sample_for_alitok(generator_preset("alitok-b")).cfg_power) == (16.0, 1.8)
     assert sample_for_alitok(generator_preset("alitok-l")).cfg_scale == 6.0
     assert sample_for_alitok(generator_preset("llama-tiny")) is None
+
+
+def test_reproduce_writes_every_setting_beside_the_samples(tmp_path, monkeypatch, capsys):
+    """`rear reproduce` on a tiny model and a tiny synthetic ADM-style reference batch."""
+    import numpy as np
+
+    from rear.metrics import statistics
+    from rear.metrics.inception import InceptionFeatures, load_inception
+    from rear.tokenizer.conv_vq import save_tokenizer
+    from test_inception import random_state
+
+    torch.save(random_state(InceptionFeatures()), tmp_path / "inception.pth")
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(
+        tmp_path / "g", SampleConfig(cfg_scale=2.0, cfg_power=1.0), ["a", "b"])
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    features = load_inception(tmp_path / "inception.pth").embed(torch.from_numpy(images).float().div(255).permute(0, 3, 1, 2))
+    (mu, sigma), (mu_s, sigma_s) = statistics(features["pool"]), statistics(features["spatial"])
+    np.savez(tmp_path / "ref.npz", mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s, arr_0=images)
+    main(["reproduce", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--reference", str(tmp_path / "ref.npz"),
+          "--out", str(tmp_path / "r"), "--num-samples", "6", "--batch-size", "4", "--inception", str(tmp_path / "inception.pth")])
+    record = json.loads((tmp_path / "r" / "reproduce.json").read_text())
+    assert {"fid", "sfid", "inception_score", "precision", "recall"} <= set(record)
+    assert record["sample"]["cfg_scale"] == 2.0 and record["num_samples"] == 6 and record["commit"]
+    assert record["images_per_s"] > 0 and record["checkpoint"] == str(tmp_path / "g")
+    with np.load(tmp_path / "r" / "samples.npz") as samples:
+        assert samples["arr_0"].shape == (6, 8, 8, 3)
+    assert '"fid"' in capsys.readouterr().out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from enum import Enum
 from pathlib import Path
@@ -17,24 +16,12 @@ from typing import Any
 import torch
 from omegaconf.errors import OmegaConfBaseException
 
-import rear
 from rear.config import merge, to_dict
+from rear.provenance import git_commit
 
 RESULTS = "results.json"
 # settings that change where and how fast a study runs, never what it measures
 UNCOMPARED = ("out", "results", "data_dir", "threads")
-
-
-def git_commit() -> str:
-    """The commit of the rear checkout (with '+dirty' for uncommitted tracked changes), or 'unknown'."""
-    root = Path(rear.__file__).resolve().parents[1]
-    try:
-        run = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,  # noqa: E731
-                                           check=True, timeout=10).stdout.strip()
-        commit = run("rev-parse", "HEAD")
-        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class Ledger:

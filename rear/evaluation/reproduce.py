@@ -1,0 +1,72 @@
+"""One-command FID reproduction: class-balanced samples with the checkpoint's own settings, scored
+with the FID InceptionV3 against an ADM reference batch, everything written beside the samples.
+
+`rear reproduce CHECKPOINT --tokenizer T --reference VIRTUAL_imagenet256_labeled.npz` (under torchrun
+the sampling is split over the ranks; the main rank scores). The JSON holds the metrics, every
+setting, the sampling throughput and the commit, so a figure can be traced to what made it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from rear.config import SampleConfig
+from rear.distributed import World
+from rear.evaluation.evaluate import load_images, load_reference, score, to_inception_input, write_metrics
+from rear.evaluation.samples import write_samples
+from rear.generator import Generator
+from rear.provenance import git_commit
+from rear.tokenizer.base import VQTokenizer
+
+RESULT = "reproduce.json"
+
+
+def reproduce(
+    model: Generator,
+    tokenizer: VQTokenizer,
+    out: str | Path,
+    reference: str | Path,
+    sample: SampleConfig,
+    *,
+    num_samples: int = 50_000,
+    batch_size: int = 64,
+    seed: int = 0,
+    inception: Optional[str] = None,
+    world: Optional[World] = None,
+    provenance: Optional[dict] = None,
+    overwrite: bool = False,
+) -> Optional[dict]:
+    """Sample `num_samples` into `out`, score them (main rank) and write `out/reproduce.json`; returns the
+    record on the main rank, None on the others."""
+    from rear.metrics.inception import load_inception
+
+    world = world or World(0, 1, next(model.parameters()).device)
+    if not Path(reference).is_file():
+        raise FileNotFoundError(f"reference batch {reference} not found; the ImageNet 256 one is ADM's "
+                                "VIRTUAL_imagenet256_labeled.npz (openai/guided-diffusion, evaluations)")
+    inception_model = load_inception(inception) if world.main else None  # fail before hours of sampling
+    resumed = (Path(out) / "png").is_dir() and not overwrite  # then this call samples only what is missing
+    began = time.perf_counter()
+    path = write_samples(model, tokenizer, out, num_samples, sample, batch_size=batch_size, seed=seed, world=world,
+                         provenance=provenance, overwrite=overwrite)
+    seconds = time.perf_counter() - began
+    if not world.main:
+        return None
+    embed = lambda images: inception_model.embed(to_inception_input(images))  # noqa: E731
+    images, _ = load_images(path)
+    stats = load_reference(reference, embed)
+    if "arr_0" in stats and stats["arr_0"].shape[1:3] != images.shape[1:3]:
+        raise ValueError(f"reference {reference} holds {stats['arr_0'].shape[1]} px images, the samples are "
+                         f"{images.shape[1]} px")
+    metrics = score(embed(images), stats, None)  # Inception's classes are not the samples' labels
+    record = {**metrics, "reference": str(reference), "samples": str(path), "sample": dataclasses.asdict(sample),
+              "num_samples": num_samples, "batch_size": batch_size, "seed": seed, "ranks": world.size,
+              "device": str(world.device), "sampling_seconds": seconds,
+              "images_per_s": None if resumed else num_samples / seconds, "torch": torch.__version__, "commit": git_commit(),
+              **(provenance or {})}
+    write_metrics(record, Path(out) / RESULT)
+    return record

@@ -1,0 +1,269 @@
+"""What `rear serve` does, without the web framework: read a request, sample it, show the raster fill.
+
+A `Studio` holds one generator and its tokenizer and runs at most one generation at a time (a second
+request while one runs is refused, not queued), each of at most `max_images` images. A generation is
+a `Job`: a list of events a page reads in order (tokens drawn so far, partial grids), then the grid
+PNG. Shapes: B images, N tokens, h x w token grid, C channels, H x W pixels.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import secrets
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from rear.checkpoint import Generation, load_generator, read_generation
+from rear.config import SampleConfig
+from rear.generator import Generator
+from rear.generator.sampling import generate
+from rear.images import save_grid
+from rear.tokenizer.base import VQTokenizer
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Bounds on what one request may ask of the machine, and the page's own defaults."""
+
+    max_images: int = 64  # images per request
+    images: int = 8  # the page's default count
+    max_cfg_scale: float = 50.0  # guidance lies in [1, max]; 1 = none
+    max_cfg_power: float = 10.0  # the schedule's power lies in (0, max]
+    max_temperature: float = 10.0  # temperature lies in (0, max]
+    snapshots: int = 8  # partial rasters decoded per generation (2D tokenizers)
+    progress_steps: int = 32  # token-count updates per generation
+    kept_jobs: int = 4  # finished grids kept for download
+
+
+class Busy(RuntimeError):
+    """Another generation is running."""
+
+
+@dataclass
+class Request:
+    """One generation: a label per image and how to sample them."""
+
+    labels: list[int]
+    sample: SampleConfig
+    seed: int
+
+
+class Job:
+    """One generation: the events a page reads in order, then the grid PNG."""
+
+    def __init__(self, num_tokens: int) -> None:
+        self.id = secrets.token_hex(8)
+        self.num_tokens = num_tokens
+        self.events: list[dict[str, Any]] = []  # appended by the worker thread only
+        self.png: Optional[bytes] = None
+        self.finished = False
+
+
+# ---------------------------------------------------------------- reading a request
+def _real(name: str, value: Any) -> float:
+    """value as a finite float, or a ValueError naming `name`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _whole(name: str, value: Any) -> int:
+    """value as an int, or a ValueError naming `name`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def _within(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    if value < low or value > high or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must lie in {interval}, got {value:g}")
+
+
+def resolve_class(name: Any, class_names: list[str]) -> int:
+    """A class index from its name (exact, then any case) or its index; a ValueError naming the choices."""
+    text = str(name).strip()
+    for same in (lambda n: n == text, lambda n: n.casefold() == text.casefold()):
+        for i, n in enumerate(class_names):
+            if same(n):
+                return i
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    shown = ", ".join(repr(n) for n in class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+    raise ValueError(f"no class {text!r} in this checkpoint; its {len(class_names)} classes are {shown} "
+                     f"(a name or an index 0..{len(class_names) - 1})")
+
+
+def parse_request(body: Any, defaults: dict[str, Any], class_names: list[str], codebook_size: int,
+                  config: ServeConfig) -> Request:
+    """Check a request (JSON object; missing fields take `defaults`) and build it; ValueError names the problem."""
+    if not isinstance(body, dict):
+        raise ValueError("the request must be a JSON object of fields")
+    unknown = sorted(set(body) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; the fields are {', '.join(defaults)}")
+    fields = {**defaults, **body}
+    count = _whole("count", fields["count"])
+    if not 1 <= count <= config.max_images:
+        raise ValueError(f"count must lie in [1, {config.max_images}] (this server's most images per request), "
+                         f"got {count}")
+    chosen = fields["classes"]
+    chosen = [chosen] if isinstance(chosen, (str, int)) else chosen
+    if not isinstance(chosen, list) or not chosen:
+        raise ValueError("choose at least one class")
+    if len(chosen) > count:
+        raise ValueError(f"{len(chosen)} classes for {count} images: ask for at least one image per class")
+    classes = [resolve_class(c, class_names) for c in chosen]
+    sample = SampleConfig(
+        cfg_scale=_real("cfg_scale", fields["cfg_scale"]),
+        cfg_power=_real("cfg_power", fields["cfg_power"]),
+        temperature=_real("temperature", fields["temperature"]),
+        top_k=None if fields["top_k"] in (None, "") else _whole("top_k", fields["top_k"]),
+        top_p=None if fields["top_p"] in (None, "") else _real("top_p", fields["top_p"]),
+    )
+    _within("cfg_scale", sample.cfg_scale, 1, config.max_cfg_scale)
+    _within("cfg_power", sample.cfg_power, 0, config.max_cfg_power, low_open=True)
+    _within("temperature", sample.temperature, 0, config.max_temperature, low_open=True)
+    if sample.top_k is not None:
+        _within("top_k", sample.top_k, 1, codebook_size)
+    if sample.top_p is not None:
+        _within("top_p", sample.top_p, 0, 1, low_open=True)
+    seed = _whole("seed", fields["seed"])
+    _within("seed", seed, 0, 2**63 - 1)
+    # the chosen classes in turn, each over a block of images: one row per class when the grid allows
+    labels = [classes[i * len(classes) // count] for i in range(count)]
+    return Request(labels, sample, seed)
+
+
+# ---------------------------------------------------------------- pictures
+def grid_png(images: torch.Tensor, columns: int) -> bytes:
+    """PNG bytes of images [B, C, H, W] in [0, 1] tiled by `save_grid`."""
+    with tempfile.TemporaryDirectory() as folder:
+        return save_grid(images, Path(folder) / "grid.png", columns).read_bytes()
+
+
+def grid_columns(count: int) -> int:
+    """Columns of a near-square grid of `count` images."""
+    return math.ceil(math.sqrt(count))
+
+
+def data_url(png: bytes) -> str:
+    """An <img src> holding the PNG itself."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def partial_raster(tokenizer: VQTokenizer, tokens: torch.Tensor) -> torch.Tensor:
+    """Decode the first n tokens [B, n] of a 2D raster: pixel rows below the complete token rows are mid-grey."""
+    (h, w), (B, n) = tokenizer.grid, tokens.shape
+    ids = tokens.new_zeros(B, tokenizer.num_tokens)  # [B, N]; code 0 stands in for what is not drawn yet
+    ids[:, :n] = tokens
+    images = tokenizer.decode(ids)  # [B, C, H, W]
+    images[:, :, (n // w) * images.shape[-2] // h :] = 0.5
+    return images
+
+
+# ---------------------------------------------------------------- the studio
+class Studio:
+    """A generator and its tokenizer behind a lock: one bounded generation at a time."""
+
+    def __init__(self, model: Generator, tokenizer: VQTokenizer, generation: Optional[Generation],
+                 config: ServeConfig = ServeConfig()) -> None:
+        C = model.config.num_classes
+        names = generation.class_names if generation is not None and generation.class_names else None
+        if names is not None and len(names) != C:
+            raise ValueError(f"the checkpoint names {len(names)} classes but its generator has {C}; "
+                             "fix class_names in its generation_config.json")
+        self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
+        self.class_names = list(names) if names is not None else [f"class {i}" for i in range(C)]
+        sample = generation.sample if generation is not None else SampleConfig()
+        self.defaults = {"classes": [self.class_names[0]], "count": min(config.images, config.max_images),
+                         **asdict(sample), "seed": 0}
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self._running = threading.Lock()
+
+    @property
+    def spatial(self) -> bool:
+        """Whether a partial raster is a partial picture (a 2D token grid), not a 1D sequence."""
+        return self.tokenizer.grid[0] > 1
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs: class names, defaults, bounds, the token grid."""
+        c = self.config
+        return {"classes": self.class_names, "defaults": self.defaults, "num_tokens": self.tokenizer.num_tokens,
+                "grid": list(self.tokenizer.grid), "spatial": self.spatial, "image_size": self.tokenizer.image_size,
+                "limits": {"max_images": c.max_images, "max_cfg_scale": c.max_cfg_scale,
+                           "max_cfg_power": c.max_cfg_power, "max_temperature": c.max_temperature,
+                           "codebook_size": self.tokenizer.codebook_size}}
+
+    def submit(self, body: Any) -> Job:
+        """Check a request and start it on a worker thread; ValueError on bad input, Busy while one runs."""
+        request = parse_request(body, self.defaults, self.class_names, self.tokenizer.codebook_size, self.config)
+        if not self._running.acquire(blocking=False):
+            raise Busy("another generation is running (one at a time); try again when it has finished")
+        job = Job(self.tokenizer.num_tokens)
+        self.jobs[job.id] = job
+        while len(self.jobs) > self.config.kept_jobs:
+            self.jobs.popitem(last=False)
+        threading.Thread(target=self._run, args=(job, request), daemon=True).start()
+        return job
+
+    def _marks(self) -> tuple[set[int], set[int]]:
+        """(token counts that get a progress event, those that also get a partial grid)."""
+        (h, w), N = self.tokenizer.grid, self.tokenizer.num_tokens
+        counts = set(range(0, N, max(1, math.ceil(N / self.config.progress_steps)))) - {0}
+        rows = torch.linspace(1, h, min(h, self.config.snapshots)).round().long().tolist()
+        pictures = {r * w for r in rows if r < h} if self.spatial else set()
+        return counts | pictures, pictures
+
+    def _run(self, job: Job, request: Request) -> None:
+        columns = grid_columns(len(request.labels))
+        counts, pictures = self._marks()
+
+        def on_token(n: int, tokens: torch.Tensor) -> None:  # tokens [B, n]
+            if n in counts:
+                event: dict[str, Any] = {"tokens": n, "of": job.num_tokens}
+                if n in pictures:
+                    event["image"] = data_url(grid_png(partial_raster(self.tokenizer, tokens), columns))
+                job.events.append(event)
+
+        try:
+            device = next(self.model.parameters()).device
+            s = request.sample
+            tokens = generate(self.model, torch.tensor(request.labels, device=device), cfg_scale=s.cfg_scale,
+                              cfg_power=s.cfg_power, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                              generator=torch.Generator(device).manual_seed(request.seed), on_token=on_token)
+            images = self.tokenizer.decode(tokens)  # [B, C, H, W]
+            job.png = grid_png(images, columns)
+            job.events.append({"tokens": job.num_tokens, "of": job.num_tokens, "image": data_url(job.png),
+                               "done": True})
+        except Exception as error:  # a failed generation ends its job, never the server
+            job.events.append({"error": f"generation failed: {error}"})
+        finally:
+            job.finished = True
+            self._running.release()
+
+
+def load_studio(checkpoint: str | Path, tokenizer_path: str | Path, device: str | torch.device = "cpu",
+                config: ServeConfig = ServeConfig()) -> Studio:
+    """A studio for a checkpoint folder and its tokenizer; ValueError when they do not fit each other."""
+    from rear.tokenizer.load import load_tokenizer
+
+    model = load_generator(checkpoint, device)
+    tokenizer = load_tokenizer(tokenizer_path, device)
+    tokenizer.check_fits(model.config.codebook_size, model.config.num_tokens, f"checkpoint {checkpoint}")
+    return Studio(model, tokenizer, read_generation(checkpoint), config)

@@ -1,0 +1,263 @@
+"""`rear serve`: the app through Starlette's test client, then the page in headless Chromium."""
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("starlette", reason="rear serve needs its extra: pip install -e '.[serve,test]'")
+pytest.importorskip("httpx2", reason="Starlette's test client needs httpx2: pip install -e '.[serve,test]'")
+from starlette.testclient import TestClient  # noqa: E402
+
+from conftest import random_generator, tiny_conv_vq  # noqa: E402
+from rear.checkpoint import save_generator  # noqa: E402
+from rear.cli import main  # noqa: E402
+from rear.config import SampleConfig  # noqa: E402
+from rear.serve import ServeConfig, build_app, load_studio  # noqa: E402
+from rear.serve.studio import parse_request  # noqa: E402
+from rear.tokenizer.conv_vq import save_tokenizer  # noqa: E402
+
+NAMES = ["alpha", "beta", "gamma", "delta", "epsilon"]
+SAMPLE = SampleConfig(cfg_scale=3.0, cfg_power=1.5, temperature=0.9, top_k=8, top_p=None)
+GRID_PX = 2 * (8 + 2) + 2  # 4 images of 8x8 px in 2 columns, 2 px padding
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A tiny tokenizer (8x8 px, 2x2 tokens of 16 codes) and generators that fit it, with and without names."""
+    root = tmp_path_factory.mktemp("serve")
+    save_tokenizer(tiny_conv_vq(), root / "tokenizer")
+    model = random_generator(codebook_size=16, num_tokens=4)  # 5 classes
+    save_generator(model, root / "named", sample=SAMPLE, class_names=NAMES)
+    save_generator(model, root / "plain")  # a checkpoint from before generation_config.json
+    save_generator(random_generator(codebook_size=32, num_tokens=4), root / "misfit")
+    return root
+
+
+@pytest.fixture
+def studio(folders):
+    return load_studio(folders / "named", folders / "tokenizer")
+
+
+@pytest.fixture
+def client(studio):
+    return TestClient(build_app(studio))
+
+
+def read_events(client, job: str) -> list[dict]:
+    with client.stream("GET", f"/api/jobs/{job}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(line[len("data: "):]) for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def run(client, **fields) -> tuple[str, list[dict]]:
+    reply = client.post("/api/generate", json=fields)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["job"], read_events(client, reply.json()["job"])
+
+
+def png_of(data_url: str) -> Image.Image:
+    import base64
+
+    return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
+
+
+# ---------------------------------------------------------------- the app, without a browser
+def test_page_and_defaults_come_from_the_checkpoint(client):
+    assert 'id="generate"' in client.get("/").text
+    info = client.get("/api/info").json()
+    assert info["classes"] == NAMES
+    d = info["defaults"]
+    assert (d["cfg_scale"], d["cfg_power"], d["temperature"], d["top_k"], d["top_p"]) == (3.0, 1.5, 0.9, 8, None)
+    assert d["classes"] == ["alpha"] and d["count"] == 8 and d["seed"] == 0
+    assert info["grid"] == [2, 2] and info["spatial"] and info["limits"]["max_images"] == 64
+
+
+def test_a_checkpoint_without_generation_config_gets_indices_and_library_defaults(folders):
+    info = TestClient(build_app(load_studio(folders / "plain", folders / "tokenizer"))).get("/api/info").json()
+    assert info["classes"] == [f"class {i}" for i in range(5)]
+    d, s = info["defaults"], SampleConfig()
+    assert (d["cfg_scale"], d["cfg_power"], d["temperature"], d["top_k"], d["top_p"]) == (
+        s.cfg_scale, s.cfg_power, s.temperature, s.top_k, s.top_p)
+
+
+def test_the_raster_fills_row_by_row_then_the_grid_downloads(client):
+    job, events = run(client, classes=["beta"], count=4, seed=1)
+    assert [e["tokens"] for e in events] == [1, 2, 3, 4] and events[-1]["done"]
+    partial = [e for e in events if "image" in e]
+    assert [e["tokens"] for e in partial] == [2, 4]  # after the first of the 2 token rows, then the whole
+    first_row = torch.from_numpy(np.array(png_of(partial[0]["image"])))  # [H, W] grayscale
+    for top in (2, 12):  # each image's lower 4 px rows (the undrawn token row) are mid-grey
+        assert (first_row[top + 4 : top + 8, 2:10] == 128).all()
+    assert not (first_row[2:6, 2:10] == 128).all()
+    download = client.get(f"/api/jobs/{job}/grid.png")
+    assert download.headers["content-type"] == "image/png" and "attachment" in download.headers["content-disposition"]
+    assert Image.open(io.BytesIO(download.content)).size == (GRID_PX, GRID_PX)
+    assert png_of(events[-1]["image"]).tobytes() == Image.open(io.BytesIO(download.content)).tobytes()
+
+
+def test_the_seed_fixes_the_grid(client):
+    grids = [run(client, classes=["gamma"], count=4, seed=seed)[1][-1]["image"] for seed in (7, 7, 8)]
+    assert grids[0] == grids[1] != grids[2]
+
+
+BAD = [
+    ({"cfg_scale": 100}, "cfg_scale must lie in [1, 50]"),
+    ({"cfg_scale": "lots"}, "cfg_scale must be a number"),
+    ({"cfg_power": 0}, "cfg_power must lie in (0, 10]"),
+    ({"classes": ["zebra"]}, "no class 'zebra' in this checkpoint"),
+    ({"classes": []}, "choose at least one class"),
+    ({"count": 10_000}, "count must lie in [1, 64]"),
+    ({"count": 2.5}, "count must be a whole number"),
+    ({"temperature": 0}, "temperature must lie in (0, 10]"),
+    ({"top_k": 0}, "top_k must lie in [1, 16]"),
+    ({"top_p": 1.5}, "top_p must lie in (0, 1]"),
+    ({"seed": "x"}, "seed must be a whole number"),
+    ({"colour": "red"}, "unknown field(s) colour"),
+]
+
+
+def test_bad_input_gets_a_message_and_the_server_keeps_serving(client):
+    for fields, message in BAD:
+        reply = client.post("/api/generate", json={"classes": ["alpha"], "count": 4, **fields})
+        assert reply.status_code == 400 and message in reply.json()["error"], (fields, reply.text)
+    assert run(client, classes=["alpha"], count=4)[1][-1]["done"]
+
+
+def test_a_body_that_is_not_json_or_a_job_that_does_not_exist(client):
+    reply = client.post("/api/generate", content=b"count=4")
+    assert reply.status_code == 400 and "JSON" in reply.json()["error"]
+    assert client.get("/api/jobs/nope/grid.png").status_code == 404
+
+
+def test_classes_by_name_any_case_or_index_take_blocks_of_images():
+    defaults = {"classes": ["alpha"], "count": 4, "cfg_scale": 2.0, "cfg_power": 1.0, "temperature": 1.0,
+                "top_k": "", "top_p": None, "seed": "3"}
+    request = parse_request({"classes": ["BETA", "3"]}, defaults, NAMES, 16, ServeConfig())
+    assert request.labels == [1, 1, 3, 3] and request.seed == 3 and request.sample.top_k is None
+    with pytest.raises(ValueError, match="2 classes for 1 images"):
+        parse_request({"classes": ["beta", "gamma"], "count": 1}, defaults, NAMES, 16, ServeConfig())
+
+
+def test_one_generation_at_a_time(studio, client, monkeypatch):
+    release, decoding = threading.Event(), threading.Event()
+    decode = studio.tokenizer.decode
+
+    def held_decode(ids):
+        decoding.set()
+        release.wait(10)
+        return decode(ids)
+
+    monkeypatch.setattr(studio.tokenizer, "decode", held_decode)
+    first = client.post("/api/generate", json={"classes": ["alpha"], "count": 4}).json()["job"]
+    assert decoding.wait(10)
+    refused = client.post("/api/generate", json={"classes": ["beta"], "count": 4})
+    assert refused.status_code == 429 and "one at a time" in refused.json()["error"]
+    release.set()
+    assert read_events(client, first)[-1]["done"]
+    assert run(client, classes=["beta"], count=4)[1][-1]["done"]
+
+
+def test_a_failed_generation_is_reported_and_frees_the_server(studio, client, monkeypatch):
+    decode = studio.tokenizer.decode
+    monkeypatch.setattr(studio.tokenizer, "decode", lambda ids: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    job, events = run(client, classes=["alpha"], count=4)
+    assert events == [{"tokens": 1, "of": 4}, {"error": "generation failed: out of memory"}]
+    assert client.get(f"/api/jobs/{job}/grid.png").status_code == 409
+    monkeypatch.setattr(studio.tokenizer, "decode", decode)
+    assert run(client, classes=["alpha"], count=4)[1][-1]["done"]
+
+
+def test_a_1d_tokenizer_shows_counts_and_the_image_only_when_done(studio, client):
+    studio.tokenizer.grid = (1, 4)  # a 1D sequence: a partial one is no picture
+    events = run(client, classes=["alpha"], count=1)[1]
+    assert [("image" in e) for e in events] == [False, False, False, True]
+    assert not client.get("/api/info").json()["spatial"]
+
+
+def test_a_tokenizer_that_does_not_fit_fails_before_serving(folders, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(folders / "misfit"), "--tokenizer", str(folders / "tokenizer")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "4 tokens of 32 codes" in err and "rear serve: error:" in err
+
+
+# ---------------------------------------------------------------- the page, in a real browser
+@pytest.fixture
+def live_url(studio):
+    """The app on a free loopback port, in a thread."""
+    uvicorn = pytest.importorskip("uvicorn", reason="rear serve needs its extra: pip install -e '.[serve]'")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(studio), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium through Selenium; skips where either is missing."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.skip("no Chromium here: apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium: pip install -e '.[test]'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1000,640"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+    yield driver
+    driver.quit()
+
+
+def test_the_page_in_chromium_chooses_a_class_generates_and_shows_the_grid(live_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def field(id_: str, text: str) -> None:
+        element = browser.find_element(By.ID, id_)
+        element.clear()
+        element.send_keys(text)
+
+    wait = WebDriverWait(browser, 15)
+    browser.get(live_url)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chosen span"))  # the defaults are in
+    assert browser.find_element(By.ID, "cfg-scale").get_attribute("value") == "3"
+    browser.find_element(By.CSS_SELECTOR, "#chosen span button").click()  # drop the default class
+    field("class-input", "gamma")
+    browser.find_element(By.ID, "add-class").click()
+    field("cfg-scale", "100")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: "cfg_scale must lie in [1, 50]" in d.find_element(By.ID, "message").text)
+    field("cfg-scale", "2")
+    field("count", "4")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: d.find_element(By.ID, "grid").get_attribute("data-done") == "1")
+    size = browser.execute_script("const g = document.getElementById('grid'); return [g.naturalWidth, g.naturalHeight]")
+    assert size == [GRID_PX, GRID_PX]
+    assert browser.find_element(By.ID, "message").text == ""
+    assert browser.find_element(By.ID, "status").text == "done: 4 tokens per image"
+    link = browser.find_element(By.ID, "download")
+    assert link.is_displayed()
+    with urllib.request.urlopen(link.get_attribute("href")) as download:
+        assert Image.open(io.BytesIO(download.read())).size == (GRID_PX, GRID_PX)
+    if os.environ.get("REAR_SCREENSHOT"):
+        browser.save_screenshot(os.environ["REAR_SCREENSHOT"])
