@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"rear {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, OSError, FloatingPointError) as error:  # OSError: missing files, full disks, ...
+    except (ValueError, OSError, FloatingPointError, ImportError) as error:  # OSError: missing files, full disks; ImportError: an extra not installed
         if debug:
             raise
         print(f"rear {args.command}: error: {error}", file=sys.stderr)

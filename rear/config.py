@@ -341,6 +341,23 @@ class ClassifierConfig:
     seed: int = 0
 
 
+# --- `rear serve`: the local sampling page (rear/serve) ---
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Bounds on what one request may ask of the machine, and the page's own defaults."""
+
+    max_images: int = 64  # images per request
+    images: int = 8  # the page's default count
+    max_cfg_scale: float = 50.0  # guidance lies in [1, max]; 1 = none
+    max_cfg_power: float = 10.0  # the schedule's power lies in (0, max]
+    max_temperature: float = 10.0  # temperature lies in (0, max]
+    snapshots: int = 8  # partial rasters decoded per generation (2D tokenizers)
+    progress_steps: int = 32  # token-count updates per generation
+    kept_jobs: int = 4  # finished grids kept for download
+
+
 # --- `rear study`: plain AR, its two ablations and reAR, several seeds (rear/study) ---
 
 

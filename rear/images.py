@@ -13,8 +13,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def save_grid(images: torch.Tensor, path: str | Path, columns: int, padding: int = 2) -> Path:
-    """Tile images [B, C, H, W] in [0, 1] row by row, `columns` per row, and write a PNG."""
+def tile(images: torch.Tensor, columns: int, padding: int = 2) -> Image.Image:
+    """Tile images [B, C, H, W] in [0, 1] row by row, `columns` per row, on white: one PIL image."""
     pixels = to_uint8(images)  # [B, H, W, C]
     B, H, W, C = pixels.shape
     rows = -(-B // columns)
@@ -22,9 +22,14 @@ def save_grid(images: torch.Tensor, path: str | Path, columns: int, padding: int
     for i, image in enumerate(pixels):
         top, left = padding + (i // columns) * (H + padding), padding + (i % columns) * (W + padding)
         grid[top : top + H, left : left + W] = image
+    return Image.fromarray(grid[..., 0] if C == 1 else grid)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int, padding: int = 2) -> Path:
+    """`tile` written as a PNG at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid[..., 0] if C == 1 else grid).save(path)
+    tile(images, columns, padding).save(path)
     return path
 
 

@@ -109,6 +109,13 @@ def test_the_seed_fixes_the_grid(client):
     assert grids[0] == grids[1] != grids[2]
 
 
+def test_earlier_jobs_keep_their_grid_but_not_their_partial_grids(studio, client):
+    first = run(client, classes=["delta"], count=4)[0]
+    run(client, classes=["delta"], count=4)
+    assert ["image" in e for e in studio.jobs[first].events] == [False, False, False, True]
+    assert client.get(f"/api/jobs/{first}/grid.png").status_code == 200
+
+
 BAD = [
     ({"cfg_scale": 100}, "cfg_scale must lie in [1, 50]"),
     ({"cfg_scale": "lots"}, "cfg_scale must be a number"),
@@ -216,12 +223,13 @@ def browser(tmp_path):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         pytest.skip("no Chromium here: apt-get install chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium: pip install -e '.[test]'")
+    webdriver = pytest.importorskip("selenium.webdriver",
+                                    reason="the browser test needs selenium: pip install -e '.[test]'")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1000,640"):
+                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1000,720"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
     yield driver

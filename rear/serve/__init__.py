@@ -2,14 +2,15 @@
 
 Needs the `serve` extra (`pip install 'rear-ar[serve]'`): Starlette and uvicorn, never core dependencies.
 """
-try:
-    import starlette  # noqa: F401
-    import uvicorn  # noqa: F401
-except ImportError as error:
-    raise ModuleNotFoundError(f"rear serve needs the serve extra ({error.name} is missing): "
-                              "pip install 'rear-ar[serve]'") from error
+from importlib.util import find_spec
 
-from rear.serve.app import build_app, serve
-from rear.serve.studio import ServeConfig, Studio, load_studio
+_missing = [name for name in ("starlette", "uvicorn") if find_spec(name) is None]
+if _missing:
+    raise ModuleNotFoundError(f"rear serve needs the serve extra ({', '.join(_missing)} missing): "
+                              "pip install 'rear-ar[serve]'")
+
+from rear.serve.app import build_app, serve  # noqa: E402
+from rear.config import ServeConfig  # noqa: E402
+from rear.serve.studio import Studio, load_studio  # noqa: E402
 
 __all__ = ["ServeConfig", "Studio", "build_app", "load_studio", "serve"]

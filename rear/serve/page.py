@@ -79,7 +79,7 @@ function say(text) { $("message").textContent = text; }
 function show(src, done) {
   const img = $("grid");
   img.onload = () => {  // upscale small images by a whole factor, pixels kept sharp
-    const scale = Math.max(1, Math.floor(512 / Math.max(img.naturalWidth, img.naturalHeight)));
+    const scale = Math.max(1, Math.floor(384 / Math.max(img.naturalWidth, img.naturalHeight)));
     img.style.width = img.naturalWidth * scale + "px";
     img.dataset.frames = String(Number(img.dataset.frames || 0) + 1);
     if (done) img.dataset.done = "1";
@@ -98,6 +98,9 @@ async function load() {
   for (const [key, id] of Object.entries(fields)) $(id).value = info.defaults[key] ?? "";
   $("count").max = info.limits.max_images;
   $("cfg-scale").max = info.limits.max_cfg_scale;
+  $("cfg-power").max = info.limits.max_cfg_power;
+  $("temperature").max = info.limits.max_temperature;
+  $("top-k").max = info.limits.codebook_size;
   info.defaults.classes.forEach(addClass);
   $("about").textContent = `${info.classes.length} classes, ${info.num_tokens} tokens ` +
       `(${info.grid[0]} x ${info.grid[1]}) per ${info.image_size} px image, at most ` +

@@ -8,9 +8,9 @@ PNG. Shapes: B images, N tokens, h x w token grid, C channels, H x W pixels.
 from __future__ import annotations
 
 import base64
+import io
 import math
 import secrets
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -20,25 +20,11 @@ from typing import Any, Optional
 import torch
 
 from rear.checkpoint import Generation, load_generator, read_generation
-from rear.config import SampleConfig
+from rear.config import SampleConfig, ServeConfig
 from rear.generator import Generator
 from rear.generator.sampling import generate
-from rear.images import save_grid
+from rear.images import tile
 from rear.tokenizer.base import VQTokenizer
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Bounds on what one request may ask of the machine, and the page's own defaults."""
-
-    max_images: int = 64  # images per request
-    images: int = 8  # the page's default count
-    max_cfg_scale: float = 50.0  # guidance lies in [1, max]; 1 = none
-    max_cfg_power: float = 10.0  # the schedule's power lies in (0, max]
-    max_temperature: float = 10.0  # temperature lies in (0, max]
-    snapshots: int = 8  # partial rasters decoded per generation (2D tokenizers)
-    progress_steps: int = 32  # token-count updates per generation
-    kept_jobs: int = 4  # finished grids kept for download
 
 
 class Busy(RuntimeError):
@@ -152,9 +138,10 @@ def parse_request(body: Any, defaults: dict[str, Any], class_names: list[str], c
 
 # ---------------------------------------------------------------- pictures
 def grid_png(images: torch.Tensor, columns: int) -> bytes:
-    """PNG bytes of images [B, C, H, W] in [0, 1] tiled by `save_grid`."""
-    with tempfile.TemporaryDirectory() as folder:
-        return save_grid(images, Path(folder) / "grid.png", columns).read_bytes()
+    """PNG bytes of images [B, C, H, W] in [0, 1] tiled as every grid of rear is."""
+    buffer = io.BytesIO()
+    tile(images, columns).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def grid_columns(count: int) -> int:
@@ -215,6 +202,8 @@ class Studio:
         request = parse_request(body, self.defaults, self.class_names, self.tokenizer.codebook_size, self.config)
         if not self._running.acquire(blocking=False):
             raise Busy("another generation is running (one at a time); try again when it has finished")
+        for finished in self.jobs.values():  # drop their partial grids (memory); a late reader still gets the last
+            finished.events[:-1] = [{k: v for k, v in e.items() if k != "image"} for e in finished.events[:-1]]
         job = Job(self.tokenizer.num_tokens)
         self.jobs[job.id] = job
         while len(self.jobs) > self.config.kept_jobs:
