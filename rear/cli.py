@@ -252,18 +252,19 @@ def cmd_eval_classifier(args: argparse.Namespace) -> None:
 
 
 def _extractor(args: argparse.Namespace):
-    """(embed: uint8 [n, H, W, 3] -> features, image size it needs or None, whether labels are its classes)."""
+    """(embed: uint8 [n, H, W, 3] -> features, image size it needs or None, the domain classifier or None:
+    with one, labels are its classes)."""
     from rear.evaluation import evaluate as ev
 
     if args.inception is not None:
         from rear.metrics.inception import load_inception
 
         inception = load_inception(args.inception or None)
-        return lambda images: inception.embed(ev.to_inception_input(images)), None, False
+        return lambda images: inception.embed(ev.to_inception_input(images)), None, None
     from rear.evaluation.classifier import load_classifier
 
     classifier = load_classifier(args.classifier)
-    return lambda images: classifier.embed(ev.to_classifier_input(images, classifier)), classifier.config.image_size, True
+    return lambda images: classifier.embed(ev.to_classifier_input(images, classifier)), classifier.config.image_size, classifier
 
 
 def cmd_eval_stats(args: argparse.Namespace) -> None:
@@ -281,13 +282,12 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 
     from rear.evaluation.evaluate import load_images, load_reference, reference_statistics, score, write_metrics
 
-    embed, size, class_labels = _extractor(args)
+    embed, size, classifier = _extractor(args)
     images, labels = load_images(args.samples)
-    if args.classifier:
-        from rear.evaluation.classifier import load_classifier
+    if classifier is not None:
         from rear.evaluation.evaluate import check_domain
 
-        for warning in check_domain(images, labels, load_classifier(args.classifier)):
+        for warning in check_domain(images, labels, classifier):
             print(f"rear eval score: warning: {warning}", file=sys.stderr)
     if args.reference.endswith(".npz") and Path(args.reference).is_file():
         reference = load_reference(args.reference, embed)
@@ -295,7 +295,7 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
             raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
     else:
         reference = reference_statistics(embed(_reference_images(args.reference, size or images.shape[1], args.data_dir)))
-    metrics = {**score(embed(images), reference, labels if class_labels else None),
+    metrics = {**score(embed(images), reference, labels if classifier is not None else None),
                "samples": str(args.samples), "reference": args.reference}
     out = Path(args.out or Path(args.samples).with_name("metrics.json"))
     write_metrics(metrics, out)
@@ -344,8 +344,13 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
         def ceiling() -> float:  # the held-out store's own images, in the tokenizer's channels
             source = open_source(source_spec(store.manifest["source"]), tokenizer.channels, args.data_dir)
-            images = read_all(source, tokenizer.image_size)[0][torch.from_numpy(items)]
-            return d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images)
+            images, source_labels = read_all(source, tokenizer.image_size)
+            # files skipped as unreadable then (or now) shift every later index: the items must line up
+            if len(images) != len(store) or not np.array_equal(source_labels.numpy(), np.asarray(store.labels)):
+                raise ValueError(f"the store's source {store.manifest['source']} no longer matches the store "
+                                 f"({len(images)} readable images now, {len(store)} in the store, or other labels); "
+                                 "pretokenize it again")
+            return d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images[torch.from_numpy(items)])
 
         attempt("tokenizer_ceiling_fid", ceiling)
     print(json.dumps(results, indent=2))

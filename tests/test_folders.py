@@ -1,5 +1,6 @@
 """Your own images end to end through the `rear` command: grayscale and RGB class folders."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,18 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
     images = read_all(open_source(f"{data}:heldout", tokenizer.channels), 16)[0]
     direct = tokenizer_ceiling(tokenizer, load_classifier(tmp_path / "clf"), images)
     assert found["tokenizer_ceiling_fid"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+    # a held-out file broken after pretokenizing would shift every later item: the ceiling says so, the rest runs
+    from rear.data.folder import ImageFolder, heldout_indices
+
+    files = ImageFolder(data, 16, channels=1).files
+    first = files[sorted(heldout_indices(files, data))[0]][0]
+    Path(first).write_bytes(b"not a png")
+    main(["diagnose", str(tmp_path / "gen" / "checkpoint"), "--tokenizer", str(tmp_path / "tok"), "--heldout",
+          str(tmp_path / "heldout"), "--classifier", str(tmp_path / "clf"), "--count", "6", "--samples", "6",
+          "--out", str(tmp_path / "diagnose.json")])
+    found = json.loads((tmp_path / "diagnose.json").read_text())
+    assert "no longer matches the store" in found["tokenizer_ceiling_fid"] and "pretokenize it again" in found["tokenizer_ceiling_fid"]
+    assert isinstance(found["correct_token_ratio_clean"], float)
 
 
 def test_balanced_items_cover_every_class():
