@@ -40,7 +40,7 @@ def write_generation(folder: Path, sample: SampleConfig, class_names: Optional[S
 
 def read_generation(directory: str | Path) -> Optional[Generation]:
     """The checkpoint's generation_config.json, or None where it has none (checkpoints before it existed)."""
-    path = Path(directory) / GENERATION
+    path = resolve(directory) / GENERATION
     return merge(Generation, str(path)) if path.is_file() else None
 
 
