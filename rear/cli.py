@@ -52,7 +52,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         config = generator_preset(name)
         with torch.device("meta"):
             model = build_generator(config)
-        print(f"{name:10s} width {config.width:5d} depth {config.depth:3d} heads {config.heads:3d}  "
+        print(f"{name:10s} {config.backbone.value:5s} width {config.width:5d} depth {config.depth:3d} heads {config.heads:3d}  "
               f"{model.num_parameters():,} parameters (+{model.num_parameters(True) - model.num_parameters():,} "
               f"in alignment heads) at {config.codebook_size} codes, {config.num_classes} classes, "
               f"{config.num_tokens} tokens")
