@@ -131,6 +131,7 @@ def test_a_killed_study_resumes_where_it_stopped(tmp_path, monkeypatch):
         run_study(config)
     first = results(tmp_path)["units"]
     assert "ar/0/step_2" in first and "ar/0/step_4" not in first
+    assert results(tmp_path)["arms"]["ar"]["curve"]["fid"][0] == [first["ar/0/step_2"]["fid"]]  # the summary is current
     monkeypatch.setattr(pipeline.Study, "sample_and_score", score)
     run_study(config)
     after = results(tmp_path)

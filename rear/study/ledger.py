@@ -11,7 +11,7 @@ import os
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf.errors import OmegaConfBaseException
@@ -52,11 +52,12 @@ class Ledger:
     def __getitem__(self, key: str) -> dict:
         return self.units[key]
 
-    def record(self, key: str, result: dict, seconds: float, summary: dict) -> None:
-        """Add a finished unit and rewrite the file (summary first, then the raw records)."""
+    def record(self, key: str, result: dict, seconds: float, summarize: Callable[[dict], dict]) -> None:
+        """Add a finished unit and rewrite the file (the summary of every unit, this one included, then
+        the raw records)."""
         self.units[key] = {**result, "seconds": round(seconds, 2), "threads": torch.get_num_threads(),
                            "commit": self.commit, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.write(summary)
+        self.write(summarize(self.units))
 
     def write(self, summary: dict) -> None:
         commits = sorted({u["commit"] for u in self.units.values()})

@@ -365,7 +365,7 @@ def _run(config: StudyConfig) -> Path:
               f"ETA {clock(eta)}] {unit.key} ...", flush=True)
         started = time.perf_counter()
         result = unit.run()
-        ledger.record(unit.key, result, time.perf_counter() - started, report.summarize(ledger.units, config))
+        ledger.record(unit.key, result, time.perf_counter() - started, lambda units: report.summarize(units, config))
         print(f"    {report.describe(unit.key, ledger[unit.key])}", flush=True)
         report.write(config, ledger, study.out)
     ledger.write(report.summarize(ledger.units, config))
