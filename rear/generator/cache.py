@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 class KVCache:
@@ -48,3 +49,13 @@ class KVCache:
         self.k[layer].index_copy_(2, self.positions, k)
         self.v[layer].index_copy_(2, self.positions, v)
         return self.k[layer], self.v[layer]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: "KVCache | None", layer: int,
+           dropout: float) -> torch.Tensor:
+    """Causal attention of q, k, v [B, H, T, hd] -> [B, H, T, hd]; with a cache, k and v are written at
+    its positions first and every cached key the mask allows is attended (dropout only without one)."""
+    if cache is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+    k, v = cache.update(layer, k, v)  # 2 x [B, H, T_cache, hd]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)

@@ -18,7 +18,7 @@ from torch import nn
 
 from rear.config import GeneratorConfig
 from rear.generator.base import Generator
-from rear.generator.cache import KVCache
+from rear.generator.cache import KVCache, attend
 
 NORM_EPS = 1e-5
 
@@ -74,12 +74,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3, self.heads, D // self.heads)  # [B, T, 3, H, hd]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, T, hd]
         q, k = rotate(self.q_norm(q), rope), rotate(self.k_norm(k), rope)
-        if cache is None:
-            dropout = self.attn_dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
-            k, v = cache.update(self.layer, k, v)  # 2 x [B, H, T_cache, hd]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)
+        y = attend(q, k, v, cache, self.layer, self.attn_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, D)  # [B, T, D]
         return self.proj_drop(self.proj(y))
 

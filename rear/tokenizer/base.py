@@ -93,7 +93,11 @@ class VQTokenizer(nn.Module):
             raise ValueError(f"expected token ids [B, {self.num_tokens}], got {tuple(ids.shape)}")
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise ValueError(f"token ids must lie in [0, {self.codebook_size - 1}]")
-        return self.decoder(self.latents(ids)).clamp(0, 1)
+        return self.reconstruct(self.latents(ids)).clamp(0, 1)
+
+    def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
+        """Quantized latents [B, Z, h, w] -> images [B, C, H, W], unclamped."""
+        return self.decoder(latents)
 
     # ---------------------------------------------------------------- sharing
     @classmethod

@@ -173,16 +173,8 @@ class TiTok(VQTokenizer):
         return F.normalize(self.quantize.embedding(ids), dim=-1)
 
     def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
-        """Quantized latents [B, Z, 1, N] -> images [B, 3, H, W], unclamped (the release's `decode`)."""
+        """Quantized latents [B, Z, 1, N] -> images [B, 3, H, W], unclamped (the release's `decode`; `decode` clamps)."""
         weights = self.decoder(latents).softmax(1)  # [B, 1024, G, G]
         soft = torch.einsum("bkhw,kz->bzhw", weights, self.pixel_quantize.embedding.weight)  # [B, 256, G, G]
         return self.pixel_decoder(soft)
 
-    @torch.no_grad()
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids [B, N] -> images [B, 3, H, W] clamped to [0, 1]."""
-        if ids.dim() != 2 or ids.shape[1] != self.num_tokens:
-            raise ValueError(f"expected token ids [B, {self.num_tokens}], got {tuple(ids.shape)}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
-            raise ValueError(f"token ids must lie in [0, {self.codebook_size - 1}]")
-        return self.reconstruct(self.latents(ids)).clamp(0, 1)
