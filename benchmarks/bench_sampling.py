@@ -1,16 +1,20 @@
-"""Sampling speed: static-KV-cache sampler vs full recompute, images/s and achieved FLOP/s.
+"""Sampling speed: static-KV-cache sampler vs full recompute, eager vs compiled, images/s and FLOP/s.
 
-CPU (the issue's setting):  python benchmarks/bench_sampling.py
+CPU (the issue's setting):  python benchmarks/bench_sampling.py [--compile]
 GPU:                        python benchmarks/bench_sampling.py --preset rear-b --codes 1024 \
                                 --classes 1000 --tokens 256 --batch 128 --device cuda --dtype bfloat16 --compile
 
 FLOPs are the model's nominal forward FLOPs per fed token (every matmul, adaLN per token as the
 plain model computes it, attention over the filled prefix) -- the work a straightforward cached
-sampler must do. Peak is the best of square fp32/bf16 matmuls measured in this same run.
+sampler must do. Peak is the best of square matmuls in the same dtype measured in this same run.
+--compile also times the compiled one-token step (CUDA graphs on a GPU) and says whether it pays
+here, i.e. whether `rear sample`'s default on this device type (rear.generator.sampling.compile_pays)
+is the faster one.
 """
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import time
 
@@ -18,7 +22,7 @@ import torch
 
 from rear.config import generator_preset
 from rear.generator import Generator, build_generator
-from rear.generator.sampling import decode_one, generate, generate_recompute
+from rear.generator.sampling import compile_pays, generate, generate_recompute
 
 
 def sync(device: torch.device) -> None:
@@ -42,11 +46,29 @@ def seconds(fn, device: torch.device, repeats: int) -> float:
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """Best FLOP/s of square matmuls at a few sizes."""
     best = 0.0
-    for n in (512, 1024, 2048):
+    for n in (512, 1024, 2048) if device.type == "cpu" else (2048, 4096, 8192):
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         repeats = 5 if device.type == "cpu" else 50
         best = max(best, 2 * n**3 / seconds(lambda: a @ b, device, repeats))
     return best
+
+
+def cpu_flags() -> str:
+    """The CPU's vector extensions that decide matmul speed (AVX2, AVX-512, native bf16, AMX)."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return platform.machine()
+    names = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return "+".join(name for name in names if name in flags) or "no AVX2"
+
+
+def random_weights(model: Generator) -> Generator:
+    """Every weight random: an adaLN-Zero init would make the blocks skip their math."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    return model
 
 
 def flops_per_image(model: Generator, guided: bool) -> float:
@@ -71,32 +93,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the one-token decode step")
+    parser.add_argument("--compile", action="store_true", help="also time the compiled one-token step")
     parser.add_argument("--skip-recompute", action="store_true")
     args = parser.parse_args()
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
-    model = build_generator(config)
-    with torch.no_grad():  # random weights everywhere: adaLN-Zero init would skip the blocks' math
-        for p in model.parameters():
-            p.normal_(0, 0.02)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = random_weights(build_generator(config)).to(device=device, dtype=dtype).eval()
     labels = torch.arange(args.batch, device=device) % args.classes
     kwargs = dict(cfg_scale=args.cfg_scale, cfg_power=2.5)
-    decode = decode_one
-    if args.compile:
-        decode = torch.compile(decode_one, mode="reduce-overhead" if device.type == "cuda" else None, fullgraph=True)
 
     peak = matmul_peak(device, dtype)
-    cached = seconds(lambda: generate(model, labels, decode=decode, **kwargs), device, args.repeats)
     flops = flops_per_image(model, args.cfg_scale != 1) * args.batch
-    print(f"device {device} {args.dtype}  preset {args.preset}  width {config.width} depth {config.depth} "
-          f"heads {config.heads}  tokens {args.tokens}  codes {args.codes}  batch {args.batch}  cfg {args.cfg_scale}")
+    where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"device {device} ({where}, {torch.get_num_threads()} threads) {args.dtype}  preset {args.preset}  "
+          f"width {config.width} depth {config.depth} heads {config.heads}  tokens {args.tokens}  "
+          f"codes {args.codes}  batch {args.batch}  cfg {args.cfg_scale}")
     print(f"matmul peak              {peak / 1e9:9.1f} GFLOP/s")
-    print(f"kv-cache sampler         {args.batch / cached:9.2f} images/s   {flops / cached / 1e9:7.1f} GFLOP/s "
-          f"({flops / cached / peak:.1%} of peak)")
+
+    def report(name: str, t: float) -> None:
+        print(f"{name:<24} {args.batch / t:9.2f} images/s   {flops / t / 1e9:7.1f} GFLOP/s "
+              f"({flops / t / peak:.1%} of peak)", flush=True)
+
+    cached = seconds(lambda: generate(model, labels, **kwargs), device, args.repeats)
+    report("kv-cache sampler", cached)
+    if args.compile:
+        compiled = seconds(lambda: generate(model, labels, compiled=True, **kwargs), device, args.repeats)
+        report("compiled one-token step", compiled)
+        faster = compiled < cached
+        default = "compiled" if compile_pays(device) else "eager"
+        verdict = "agrees" if faster == compile_pays(device) else "DISAGREES: change compile_pays"
+        print(f"compiled / eager         {cached / compiled:9.2f}x: compiling {'pays' if faster else 'does not pay'} "
+              f"here; `rear sample` defaults to {default} on {device.type} ({verdict})")
     if not args.skip_recompute:
         full = seconds(lambda: generate_recompute(model, labels, **kwargs), device, max(1, args.repeats // 2))
         print(f"full-recompute sampler   {args.batch / full:9.2f} images/s")

@@ -155,21 +155,49 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, help="(" + default % d.top_p + ")")
 
 
-def cmd_sample(args: argparse.Namespace) -> None:
+def _add_speed_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the one-token step, with CUDA graphs on a GPU (default: on a GPU; "
+                        "off on a CPU, where benchmarks/bench_sampling.py --compile measures it slower)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="weights and KV cache in bfloat16, where the device computes it natively "
+                        "(a GPU, an AVX-512-BF16 or AMX CPU); the samples differ slightly from float32")
+
+
+def _sampling_model(args: argparse.Namespace, device: torch.device, announce: bool):
+    """The checkpoint's generator on `device`, in bfloat16 if --bf16, and whether to compile its step."""
+    from rear import precision
     from rear.checkpoint import load_generator
+    from rear.generator.sampling import compile_pays
+
+    if args.bf16 and not precision.native_bf16(device):
+        raise ValueError(f"--bf16: {device} has no native bfloat16 (it would be emulated, several times slower "
+                         "than float32); drop the flag")
+    model = load_generator(args.checkpoint, device).eval()
+    if args.bf16:
+        model = model.to(torch.bfloat16)
+    compiled = compile_pays(device) if args.compile is None else args.compile
+    if announce:
+        origin = "--compile" if args.compile else "--no-compile" if args.compile is False else f"the default on {device.type}"
+        print(f"rear {args.command}: {'compiled' if compiled else 'eager'} one-token step ({origin}), "
+              f"{'bfloat16' if args.bf16 else 'float32'} weights on {device}")
+    return model, compiled
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
     from rear.evaluation.samples import write_samples
     from rear.tokenizer.load import load_tokenizer
     from rear.distributed import setup, teardown
 
     world = setup()
     try:
-        model = load_generator(args.checkpoint, world.device).eval()
+        model, compiled = _sampling_model(args, world.device, world.main)
         tokenizer = load_tokenizer(args.tokenizer, world.device)
         sample = _sample_config(args, args.checkpoint, "sample", announce=world.main)
         path = write_samples(model, tokenizer, args.out, args.num_samples, sample,
                              batch_size=args.batch_size, seed=args.seed, world=world,
                              provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, compiled=compiled)
     finally:
         teardown()
     if world.main:
@@ -179,20 +207,19 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     import json
 
-    from rear.checkpoint import load_generator
     from rear.distributed import setup, teardown
     from rear.evaluation.reproduce import RESULT, reproduce
     from rear.tokenizer.load import load_tokenizer
 
     world = setup()
     try:
-        model = load_generator(args.checkpoint, world.device).eval()
+        model, compiled = _sampling_model(args, world.device, world.main)
         tokenizer = load_tokenizer(args.tokenizer, world.device)
         sample = _sample_config(args, args.checkpoint, "reproduce", announce=world.main)
         record = reproduce(model, tokenizer, args.out, args.reference, sample, num_samples=args.num_samples,
                            batch_size=args.batch_size, seed=args.seed, inception=args.inception, world=world,
                            provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, compiled=compiled)
     finally:
         teardown()
     if world.main:
@@ -474,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--overwrite", action="store_true",
                         help="replace samples in OUT made by other weights or settings (default: refuse)")
     _add_sampling_flags(sample)
+    _add_speed_flags(sample)
     sample.set_defaults(func=cmd_sample)
 
     serve = commands.add_parser(
@@ -501,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "pytorch-fid file, downloaded once)")
     repro.add_argument("--overwrite", action="store_true", help="replace samples of other weights or settings in --out")
     _add_sampling_flags(repro)
+    _add_speed_flags(repro)
     repro.set_defaults(func=cmd_reproduce)
 
     evaluation = commands.add_parser("eval", help="score samples (score), reference statistics (stats), "

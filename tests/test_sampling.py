@@ -14,29 +14,48 @@ from rear.generator.sampling import (
 )
 
 
-def test_cached_logits_equal_full_recompute_at_every_step(model):
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+def test_cached_logits_equal_full_recompute_at_every_step(model, static):
+    """Eager steps (int index: the filled prefix, no mask) and static ones (tensor index: the whole
+    cache under a mask, one adaLN row per sample) both give the teacher-forced logits."""
     tokens, labels = torch.randint(0, 32, (3, 16)), torch.tensor([0, 5, 0])
     full = model.logits(tokens, labels)  # [B, N, K]
-    state = model.start(labels)
+    state = model.start(labels, static=static)
     with torch.no_grad():
         steps = [model.prefill(state)]
         for i in range(15):
-            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i])))
+            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i]) if static else i))
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
 
 
-def test_cache_is_written_in_place_at_explicit_positions(model):
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+def test_cache_is_written_in_place_at_explicit_positions(model, static):
     labels = torch.tensor([1, 2])
-    state = model.start(labels)
-    k_buffer, P = state.cache.k, model.prefix_length
+    state = model.start(labels, static=static)
+    buffers, P = list(state.cache.k), model.prefix_length
     assert state.cache.length == P + 15  # the prefix, t_0 .. t_14: t_15 is never read
     with torch.no_grad():
         model.prefill(state)
-        assert state.cache.k[:, :, :, P:].abs().sum() == 0
-        decode_one(model, state, torch.tensor([3, 4]), torch.tensor([0]))
-    assert state.cache.k is k_buffer
-    assert state.cache.k[:, :, :, P].abs().sum() > 0 and state.cache.k[:, :, :, P + 1 :].abs().sum() == 0
-    assert state.cache.mask.tolist() == [[True] * (P + 1) + [False] * 14]
+        assert torch.stack(state.cache.k)[:, :, :, P:].abs().sum() == 0
+        decode_one(model, state, torch.tensor([3, 4]), torch.tensor([0]) if static else 0)
+    assert all(a is b for a, b in zip(state.cache.k, buffers))
+    k = torch.stack(state.cache.k)  # [L, B, H, T, hd]
+    assert k[:, :, :, P].abs().sum() > 0 and k[:, :, :, P + 1 :].abs().sum() == 0
+    if static:  # the query at t_0's position reads the whole cache through a mask
+        assert state.cache.mask.tolist() == [[True] * (P + 1) + [False] * 14]
+    else:  # a single query attends exactly the filled prefix
+        assert state.cache.mask is None and state.cache.positions == slice(P, P + 1)
+
+
+def test_cache_masks_a_block_of_new_positions_after_the_start():
+    """A block of several new positions after position 0 is masked by rows of `allowed`."""
+    from rear.generator.cache import KVCache
+
+    cache = KVCache(1, 1, 1, 5, 2, dtype=torch.float32, device="cpu")
+    cache.at(slice(0, 2))
+    assert cache.causal and cache.mask is None
+    cache.at(slice(2, 4))
+    assert not cache.causal and cache.mask.tolist() == [[True, True, True, False], [True, True, True, True]]
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 4.0])
@@ -122,10 +141,9 @@ def test_generate_restores_training_mode():
 
 @pytest.mark.slow
 def test_compiled_decode_step_matches_eager(model):
-    """torch.compile(decode_one) (fullgraph, as on GPUs) samples the same tokens as eager."""
+    """The compiled step (fullgraph, static shapes, as on GPUs) samples the same tokens as eager."""
     labels = torch.tensor([0, 1, 2, 3])
-    compiled = torch.compile(decode_one, fullgraph=True)
-    a = generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1, decode=compiled)
+    a = generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1, compiled=True)
     assert torch.equal(a, generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1))
 
 

@@ -39,9 +39,10 @@ def reproduce(
     world: Optional[World] = None,
     provenance: Optional[dict] = None,
     overwrite: bool = False,
+    compiled: bool = False,
 ) -> Optional[dict]:
-    """Sample `num_samples` into `out`, score them (main rank) and write `out/reproduce.json`; returns the
-    record on the main rank, None on the others."""
+    """Sample `num_samples` into `out` (`compiled`: with the compiled one-token step), score them (main
+    rank) and write `out/reproduce.json`; returns the record on the main rank, None on the others."""
     from rear.metrics.inception import load_inception
 
     world = world or World(0, 1, next(model.parameters()).device)
@@ -52,7 +53,7 @@ def reproduce(
     resumed = (Path(out) / "png").is_dir() and not overwrite  # then this call samples only what is missing
     began = time.perf_counter()
     path = write_samples(model, tokenizer, out, num_samples, sample, batch_size=batch_size, seed=seed, world=world,
-                         provenance=provenance, overwrite=overwrite)
+                         provenance=provenance, overwrite=overwrite, compiled=compiled)
     seconds = time.perf_counter() - began
     if not world.main:
         return None
@@ -65,7 +66,8 @@ def reproduce(
     metrics = score(embed(images), stats, None)  # Inception's classes are not the samples' labels
     record = {**metrics, "reference": str(reference), "samples": str(path), "sample": dataclasses.asdict(sample),
               "num_samples": num_samples, "batch_size": batch_size, "seed": seed, "ranks": world.size,
-              "device": str(world.device), "sampling_seconds": seconds,
+              "device": str(world.device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+              "compiled": compiled, "sampling_seconds": seconds,
               "images_per_s": None if resumed else num_samples / seconds, "torch": torch.__version__, "commit": git_commit(),
               **(provenance or {})}
     write_metrics(record, Path(out) / RESULT)

@@ -45,8 +45,9 @@ class Generator(nn.Module):
         [B, prefix_length + n, D] of the blocks in `capture`."""
         raise NotImplementedError
 
-    def start(self, labels: torch.Tensor) -> Any:
-        """Allocate the decoding state (static KV cache) for rows with `labels` [R]."""
+    def start(self, labels: torch.Tensor, static: bool = False) -> Any:
+        """Allocate the decoding state (static KV cache) for rows with `labels` [R]; `static`: every
+        shape fixed by R alone (a compiled, graph-captured decode step)."""
         raise NotImplementedError
 
     def prefill(self, state: Any) -> torch.Tensor:
@@ -54,8 +55,15 @@ class Generator(nn.Module):
         raise NotImplementedError
 
     def decode_step(self, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
-        """Feed t_index = tokens [R]; return the logits of t_{index+1} [R, K]."""
+        """Feed t_index = tokens [R]; return the logits of t_{index+1} [R, K]. An int index reads only
+        the filled cache (eager); a tensor [1] keeps every shape fixed (a compiled step)."""
         raise NotImplementedError
+
+    def step_positions(self, index: int | torch.Tensor) -> slice | torch.Tensor:
+        """The sequence position holding t_index: a slice for an int, a tensor [1] for a tensor."""
+        if isinstance(index, torch.Tensor):
+            return index.view(1) + self.prefix_length
+        return slice(index + self.prefix_length, index + self.prefix_length + 1)
 
     # ---------------------------------------------------------------- sharing
     @classmethod
@@ -201,9 +209,11 @@ class Generator(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        compiled: bool = False,
     ) -> torch.Tensor:
-        """Sample token grids [B, N] for `labels` [B] with the power-cosine CFG schedule."""
+        """Sample token grids [B, N] for `labels` [B] with the power-cosine CFG schedule; `compiled`
+        runs the one-token step through torch.compile (rear.generator.sampling.compile_pays)."""
         from rear.generator.sampling import generate
 
         return generate(self, labels, cfg_scale=cfg_scale, cfg_power=cfg_power, temperature=temperature,
-                        top_k=top_k, top_p=top_p, generator=generator)
+                        top_k=top_k, top_p=top_p, generator=generator, compiled=compiled)

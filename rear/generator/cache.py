@@ -8,7 +8,10 @@ import torch.nn.functional as F
 class KVCache:
     """Keys and values of every layer for T positions; the sampler owns it and passes it in.
 
-    k, v: [L, B, H, T, hd]. `positions` are the sequence positions written by the current call.
+    k, v: one [B, H, T, hd] tensor per layer (separate tensors, so that a compiled step updates each
+    in place instead of copying one shared buffer). A forward pass writes the positions named by
+    `at`: a slice (eager decoding: write there, attend only the filled prefix) or an int64 tensor (a
+    compiled step with static shapes: write by index, attend the whole cache under a mask, as gpt-fast).
     """
 
     def __init__(
@@ -22,34 +25,45 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device | str,
     ) -> None:
-        shape = (depth, batch, heads, length, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        # fixed addresses let a compiled decode step (CUDA graphs) update the buffers in place
-        torch._dynamo.mark_static_address(self.k)
-        torch._dynamo.mark_static_address(self.v)
+        shape = (batch, heads, length, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(depth)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(depth)]
+        for buffer in self.k + self.v:  # fixed addresses: CUDA graphs update them in place
+            torch._dynamo.mark_static_address(buffer)
         # allowed[q, t]: query at position q may attend to key position t (t <= q)
         self.allowed = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-        self.mask: torch.Tensor | None = None  # [T_new, T] rows of `allowed`, set per call
-        self.positions: torch.Tensor | None = None
+        self.positions: slice | torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None  # [T_new, T_read] where the new queries need one
+        self.causal = False  # the new positions start at 0: SDPA's own causal mask applies
 
     @property
     def length(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
 
-    def at(self, positions: torch.Tensor) -> None:
-        """Point the next forward pass at sequence `positions` [T_new] (int64)."""
+    def at(self, positions: slice | torch.Tensor) -> None:
+        """Point the next forward pass at sequence `positions`: start:stop, or an int64 tensor [T_new]."""
         self.positions = positions
-        self.mask = self.allowed[positions]  # [T_new, T]
+        if isinstance(positions, torch.Tensor):
+            self.mask, self.causal = self.allowed[positions], False  # [T_new, T]
+            return
+        start, stop = positions.start, positions.stop
+        # one query sees every filled key; a block from 0 is plain causal; else rows of `allowed`
+        self.causal = start == 0 and stop > 1
+        self.mask = None if stop - start == 1 or self.causal else self.allowed[start:stop, :stop]
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, T_new, hd] at the current positions; return the whole [B, H, T, hd]."""
-        self.k[layer].index_copy_(2, self.positions, k)
-        self.v[layer].index_copy_(2, self.positions, v)
-        return self.k[layer], self.v[layer]
-
+        """Write k, v [B, H, T_new, hd] at the current positions; return the keys and values to attend:
+        the filled prefix [B, H, stop, hd] after a slice, the whole [B, H, T, hd] after a tensor."""
+        if isinstance(self.positions, torch.Tensor):
+            self.k[layer].index_copy_(2, self.positions, k)
+            self.v[layer].index_copy_(2, self.positions, v)
+            return self.k[layer], self.v[layer]
+        self.k[layer][:, :, self.positions] = k
+        self.v[layer][:, :, self.positions] = v
+        stop = self.positions.stop
+        return self.k[layer][:, :, :stop], self.v[layer][:, :, :stop]
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: "KVCache | None", layer: int,
            dropout: float) -> torch.Tensor:
@@ -57,5 +71,5 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: "KVCache | 
     its positions first and every cached key the mask allows is attended (dropout only without one)."""
     if cache is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-    k, v = cache.update(layer, k, v)  # 2 x [B, H, T_cache, hd]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)
+    k, v = cache.update(layer, k, v)  # 2 x [B, H, T_read, hd]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask, is_causal=cache.causal)

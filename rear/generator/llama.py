@@ -176,8 +176,8 @@ class LlamaGenerator(Generator):
         x, captured = self.trunk(x, self.rope[: ids.shape[1]], capture=capture)
         return self.head(x), captured
 
-    def start(self, labels: torch.Tensor) -> DecodeState:
-        """Allocate the cache for rows with `labels` [R]."""
+    def start(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
+        """Allocate the cache for rows with `labels` [R] (every shape is fixed by R: `static` changes nothing)."""
         c, weight = self.config, self.embeddings.weight
         cache = KVCache(
             c.depth,
@@ -190,18 +190,16 @@ class LlamaGenerator(Generator):
         )
         return DecodeState(cache, self.class_ids(labels))
 
-    def forward_step(self, state: DecodeState, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Embedding rows ids [R, T] at sequence `positions` [T] -> logits of the last position [R, K]."""
+    def forward_step(self, state: DecodeState, ids: torch.Tensor, positions: slice | torch.Tensor) -> torch.Tensor:
+        """Embedding rows ids [R, T] at sequence `positions` (start:stop or [T]) -> logits of the last position [R, K]."""
         state.cache.at(positions)
         x, _ = self.trunk(self.embeddings(ids), self.rope[positions], state.cache)  # [R, T, D]
         return self.head(x[:, -1])  # [R, K]
 
     def prefill(self, state: DecodeState) -> torch.Tensor:
         """Run the class token (position 0); return the logits of t_0 [R, K]."""
-        return self.forward_step(state, state.class_ids[:, None], torch.zeros(1, dtype=torch.long,
-                                                                             device=state.class_ids.device))
+        return self.forward_step(state, state.class_ids[:, None], slice(0, 1))
 
     def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
         """Feed t_index = tokens [R] (at sequence position index + 1); return the logits of t_{index+1}."""
-        position = torch.as_tensor(index, device=tokens.device).view(1) + self.prefix_length
-        return self.forward_step(state, tokens[:, None], position)
+        return self.forward_step(state, tokens[:, None], self.step_positions(index))

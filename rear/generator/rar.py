@@ -205,10 +205,14 @@ class RARGenerator(Generator):
         x, captured = self.trunk(x, condition, rows, capture=capture)
         return self.head(x[:, 1:], condition[:, 1:], rows), captured  # drop cls
 
-    def start(self, labels: torch.Tensor) -> DecodeState:
-        """Allocate the cache for rows with `labels` [R] and precompute per-call tables."""
+    def start(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
+        """Allocate the cache for rows with `labels` [R] and precompute per-call tables (one adaLN
+        row per distinct label, or per row where `static` asks for shapes fixed by R alone)."""
         c = self.config
-        distinct, rows = torch.unique(labels, return_inverse=True)
+        if static:
+            distinct, rows = labels, torch.arange(labels.shape[0], device=labels.device)
+        else:
+            distinct, rows = torch.unique(labels, return_inverse=True)
         weight = self.embeddings.weight
         cache = KVCache(
             c.depth,
@@ -221,8 +225,8 @@ class RARGenerator(Generator):
         )
         return DecodeState(cache, self.position_table(), self.label_embedding(distinct), rows)
 
-    def forward_step(self, state: DecodeState, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Inputs x [R, T, D] at sequence `positions` [T] -> logits of the last position [R, K]."""
+    def forward_step(self, state: DecodeState, x: torch.Tensor, positions: slice | torch.Tensor) -> torch.Tensor:
+        """Inputs x [R, T, D] at sequence `positions` (start:stop or [T]) -> logits of the last position [R, K]."""
         state.cache.at(positions)
         x = x + state.positions[positions]  # [R, T, D]
         condition = state.label_embedding[:, None] + self.timesteps_embeddings[0, positions]  # [U, T, D]
@@ -234,9 +238,8 @@ class RARGenerator(Generator):
         R = state.rows.shape[0]
         label = state.label_embedding[state.rows]  # [R, D]
         x = torch.stack([self.cls_token[0, 0].expand(R, -1), label], dim=1)  # [R, 2, D]
-        return self.forward_step(state, x, torch.arange(2, device=x.device))
+        return self.forward_step(state, x, slice(0, 2))
 
     def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
         """Feed t_index = tokens [R] (at sequence position index + 2); return the logits of t_{index+1}."""
-        position = torch.as_tensor(index, device=tokens.device).view(1) + self.prefix_length
-        return self.forward_step(state, self.embeddings(tokens)[:, None], position)
+        return self.forward_step(state, self.embeddings(tokens)[:, None], self.step_positions(index))

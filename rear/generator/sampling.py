@@ -6,6 +6,7 @@ The loop is the same for every backbone: it calls the model's `start`, `prefill`
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
@@ -48,9 +49,25 @@ def sample_tokens(
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Feed t_index = tokens [R] (index [1]); return the logits of the next token [R, K]."""
+def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+    """Feed t_index = tokens [R] (index: an int, or a tensor [1] when compiled); return the logits of
+    the next token [R, K]."""
     return model.decode_step(state, tokens, index)
+
+
+@functools.cache
+def compiled_decode_one(device_type: str) -> Callable:
+    """`decode_one` under torch.compile, whole-graph; on a GPU with CUDA graphs (gpt-fast's
+    reduce-overhead), which replay one step's kernels in one launch."""
+    mode = "reduce-overhead" if device_type == "cuda" else "default"
+    return torch.compile(decode_one, mode=mode, fullgraph=True)
+
+
+def compile_pays(device: torch.device | str) -> bool:
+    """Whether `generate(compiled=True)` is the faster default here: on a GPU (graph replay removes
+    the launch overhead of hundreds of small kernels per token), not on a CPU, where
+    benchmarks/bench_sampling.py measures the compiled step slower than eager."""
+    return torch.device(device).type == "cuda"
 
 
 def generate(
@@ -63,12 +80,13 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
-    decode: Callable = decode_one,
+    compiled: bool = False,
     on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> torch.Tensor:
     """Sample [B, N] tokens for `labels` [B]; cfg_scale 1 samples conditionally on one batch.
 
-    `decode` may be a compiled `decode_one` (torch.compile), as gpt-fast does on GPUs.
+    `compiled` runs the one-token step through `compiled_decode_one` (static shapes: the whole cache
+    under a mask); eager steps read only the filled prefix. Both draw the same tokens.
     `on_token(n, tokens)` is called after each step with the n tokens drawn so far ([B, n], a view):
     a viewer can decode the partial raster while the rest is sampled.
     """
@@ -85,8 +103,9 @@ def generate(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        state = model.start(rows)
+        state = model.start(rows, static=compiled)
         logits = model.prefill(state)  # [R, K]
+        decode = compiled_decode_one(labels.device.type) if compiled else decode_one
         tokens = labels.new_empty(B, N)
         for step in range(N):
             if guided:
@@ -98,7 +117,7 @@ def generate(
                 on_token(step + 1, tokens[:, : step + 1])
             if step < N - 1:
                 fed = tokens[:, step].repeat(2) if guided else tokens[:, step]
-                index = torch.tensor([step], device=labels.device)
+                index = torch.tensor([step], device=labels.device) if compiled else step
                 logits = decode(model, state, fed, index)
     model.train(was_training)
     return tokens

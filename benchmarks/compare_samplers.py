@@ -1,0 +1,89 @@
+"""Our sampler beside the official reAR sampler (KV cache repaired) and LlamaGen's static-cache sampler.
+
+    python benchmarks/compare_samplers.py --official PATH/TO/reAR --llamagen PATH/TO/LlamaGen
+
+At one size (default: the issue's CPU setting, width 256, depth 6, 4 heads, 64 tokens, 512 codes,
+batch 32, CFG on), in one run, each timed by the median of --repeats calls after a warm-up: images/s,
+the achieved nominal GFLOP/s (each model's own forward FLOPs of cached sampling) and its share of the
+matmul peak measured in the same run. The official model holds our weights; LlamaGen's GPT (no adaLN,
+SwiGLU) has random weights at the same width, depth, heads, tokens and codes. Their code is read from
+the checkouts given (benchmarks/peers.py); either may be left out.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from bench_sampling import cpu_flags, flops_per_image, matmul_peak, random_weights, seconds
+from rear.config import generator_preset
+from rear.generator import build_generator
+from rear.generator.sampling import generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", help="root of a reAR checkout (github QY-H00/reAR)")
+    parser.add_argument("--llamagen", help="root of a LlamaGen checkout (github FoundationVision/LlamaGen)")
+    parser.add_argument("--preset", default="rear-cpu")
+    parser.add_argument("--codes", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--cfg-scale", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--compile", action="store_true",
+                        help="ours with its compiled step, LlamaGen compiled as its sample_c2i.py --compile does "
+                        "(reduce-overhead on a GPU); the official release has no compiled sampler")
+    args = parser.parse_args()
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
+    model = random_weights(build_generator(config)).to(device=device, dtype=dtype).eval()
+    labels = torch.arange(args.batch, device=device) % args.classes
+    guided = args.cfg_scale != 1
+    peak = matmul_peak(device, dtype)
+    where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"device {device} ({where}, {torch.get_num_threads()} threads)  {args.dtype}  width {config.width} depth {config.depth} heads {config.heads}  "
+          f"tokens {args.tokens}  codes {args.codes}  batch {args.batch}  cfg {args.cfg_scale}")
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+
+    def row(name: str, fn, flops: float) -> float:
+        t = seconds(fn, device, args.repeats)
+        rate = flops * args.batch / t
+        rows.append((name, args.batch / t, rate))
+        print(f"{name:<40} {args.batch / t:8.2f} images/s  {rate / 1e9:7.1f} GFLOP/s  {rate / peak:6.1%} of peak", flush=True)
+        return t
+
+    mode = "compiled" if args.compile else "eager"
+    ours = row(f"rear (static KV cache, {mode})",
+               lambda: generate(model, labels, cfg_scale=args.cfg_scale, cfg_power=2.5, compiled=args.compile),
+               flops_per_image(model, guided))
+    if args.official:
+        from peers import official_model, official_sample
+
+        official = official_model(args.official, model).eval()
+        t = row("official reAR (KV cache repaired)", lambda: official_sample(official, labels, args.cfg_scale, 2.5),
+                flops_per_image(model, guided))
+        print(f"  rear / official: {t / ours:.2f}x")
+    if args.llamagen:
+        from peers import llamagen_flops_per_image, llamagen_model, llamagen_sample
+
+        llamagen, module = llamagen_model(args.llamagen, config.width, config.depth, config.heads, args.tokens,
+                                          args.codes, args.classes)
+        llamagen = llamagen.to(device=device, dtype=dtype).eval()
+        run = llamagen
+        if args.compile:
+            run = torch.compile(llamagen, mode="reduce-overhead" if device.type == "cuda" else None, fullgraph=True)
+        t = row(f"LlamaGen (gpt-fast static cache, {mode})",
+                lambda: llamagen_sample(run, module, labels, args.tokens, args.cfg_scale),
+                llamagen_flops_per_image(llamagen, guided))
+        print(f"  rear / LlamaGen: {t / ours:.2f}x images/s, {rows[0][2] / rows[-1][2]:.2f}x FLOP/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Our training step beside the official reAR release's, on the same weights and batch, in one run.
+
+    python benchmarks/compare_train.py --official PATH/TO/reAR
+
+One step = forward with the reAR loss (noisy context at ratio 0.5, both alignment heads) + backward +
+gradient clipping + AdamW, at the issue's CPU setting by default (width 256, depth 6, 4 heads, 64
+tokens, 512 codes, batch 32, projection 2048, Z 256); bf16 autocast where the device computes it
+natively, float32 elsewhere, for both. First it checks that both compute the same losses on the same
+clean batch (ce, align, total), then times each by the median of --repeats steps after a warm-up.
+The official code is read from the checkout given (benchmarks/peers.py).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from bench_sampling import cpu_flags, matmul_peak, seconds
+from bench_train import forward_flops_per_token
+from peers import official_losses, official_model
+from rear import precision
+from rear.config import OptimConfig, generator_preset
+from rear.generator import build_generator
+from rear.optim import make_optimizer
+from rear.regularizers import corrupt_context
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", required=True, help="root of a reAR checkout (github QY-H00/reAR)")
+    parser.add_argument("--preset", default="rear-cpu")
+    parser.add_argument("--codes", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--code-dim", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--ratio", type=float, default=0.5, help="noisy-context ratio for both")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
+                              num_tokens=args.tokens, align={"code_dim": args.code_dim})
+    ours = build_generator(config).to(device).train()
+    with torch.no_grad():  # random everywhere, so that no block is an identity
+        for p in ours.parameters():
+            p.normal_(0, 0.02)
+    official = official_model(args.official, ours, noise=True).train()
+    loss_fn = official_losses(args.official).ARLoss(official.config)
+    codebook = torch.randn(args.codes, args.code_dim, device=device)
+    tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    features = F.embedding(tokens, codebook)
+    bf16 = precision.native_bf16(device)
+
+    def official_losses_of(ratio: float):
+        official.set_random_ratio(ratio)
+        logits, targets, encode_z, decode_z, perturbed = official(tokens, official.preprocess_condition(labels.clone()),
+                                                                  return_labels=True)
+        loss, parts = loss_fn(logits, targets, encode_z, decode_z, features, perturbed)
+        return loss, parts
+
+    # the same losses on a clean batch, dropout off
+    ours.eval(), official.eval()
+    with torch.no_grad():
+        mine = ours.training_losses(tokens, labels, features)
+        _, theirs = official_losses_of(0.0)
+    ours.train(), official.train()
+    diffs = {"ce": (mine["ce"] - theirs["ar_loss"]).abs().item(), "align": (mine["align"] - theirs["proj_loss"]).abs().item(),
+             "total": (mine["total"] - theirs["loss"]).abs().item()}
+    print("same losses (clean batch, eval mode): " + ", ".join(f"{k} |diff| {v:.1e}" for k, v in diffs.items()))
+
+    ours_opt = make_optimizer(ours, OptimConfig())
+    oc = OptimConfig()
+    official_opt = torch.optim.AdamW(official.parameters(), lr=oc.learning_rate, betas=(oc.beta1, oc.beta2),
+                                     weight_decay=oc.weight_decay)
+
+    def ours_step() -> None:
+        context, corrupted = corrupt_context(tokens, args.ratio, args.codes)
+        with precision.autocast(device, bf16):
+            losses = ours(tokens, labels, features, context, corrupted)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
+        ours_opt.step()
+        ours_opt.zero_grad(set_to_none=True)
+
+    def official_step() -> None:
+        with precision.autocast(device, bf16):
+            loss, _ = official_losses_of(args.ratio)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(official.parameters(), 1.0)
+        official_opt.step()
+        official_opt.zero_grad(set_to_none=True)
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = matmul_peak(device, dtype)
+    flops = 3 * forward_flops_per_token(ours) * args.batch * (args.tokens + 2)
+    where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"device {device} ({where}, {torch.get_num_threads()} threads) {'bf16 autocast' if bf16 else 'float32'}  "
+          f"width {config.width} depth {config.depth} heads {config.heads}  tokens {args.tokens}  codes {args.codes}  "
+          f"batch {args.batch}  noise ratio {args.ratio}")
+    print(f"matmul peak ({dtype})  {peak / 1e9:8.1f} GFLOP/s")
+    times = {}
+    for name, step in (("rear", ours_step), ("official reAR", official_step)):
+        t = times[name] = seconds(step, device, args.repeats)
+        print(f"{name:<24} {t * 1e3:8.1f} ms   {args.batch * args.tokens / t:9.0f} tokens/s   "
+              f"{flops / t / 1e9:7.1f} GFLOP/s ({flops / t / peak:.1%} of peak)", flush=True)
+    print(f"rear / official          {times['official reAR'] / times['rear']:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

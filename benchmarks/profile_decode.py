@@ -1,0 +1,99 @@
+"""Milliseconds per one-token decode step, by way of running it: where does a sampler's time go?
+
+    python benchmarks/profile_decode.py --device cuda --preset rear-b --codes 1024 --classes 1000 \
+        --tokens 256 --batch 128 --dtype bfloat16
+
+Times `--steps` consecutive steps on one decoding state, after the prefix and a warm-up, for:
+eager (int index: the filled prefix, no mask), eager static (tensor index: the whole cache under a
+mask, the shapes a compiled step sees), torch.compile without CUDA graphs, with them
+(reduce-overhead: rear's compiled step on a GPU), and the eager static step captured as one CUDA
+graph by hand. Prints the compiler's counters (recompiles, CUDA-graph skips) at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bench_sampling import random_weights, sync
+from rear.config import generator_preset
+from rear.generator import build_generator
+from rear.generator.sampling import decode_one
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="rear-cpu")
+    parser.add_argument("--codes", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
+    args = parser.parse_args()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
+    model = random_weights(build_generator(config)).to(device=device, dtype=dtype).eval()
+    labels = torch.arange(args.batch, device=device) % args.classes
+    rows = torch.cat([labels, torch.full_like(labels, model.null_label)])
+    tokens = torch.randint(0, args.codes, (rows.shape[0],), device=device)
+    steps = min(args.steps, args.tokens - 2)
+
+    def timed(name: str, static: bool, step) -> None:
+        with torch.no_grad():
+            state = model.start(rows, static=static)
+            model.prefill(state)
+            step(state, 0)  # warm-up (compiles, records)
+            step(state, 1)
+            sync(device)
+            start = time.perf_counter()
+            for i in range(2, steps):
+                step(state, i)
+            sync(device)
+        print(f"{name:<36} {(time.perf_counter() - start) / (steps - 2) * 1e3:8.2f} ms/step", flush=True)
+
+    index = lambda i: torch.tensor([i], device=device)  # noqa: E731
+    variants = {
+        "eager": (False, lambda s, i: decode_one(model, s, tokens, i)),
+        "eager-static": (True, lambda s, i: decode_one(model, s, tokens, index(i))),
+    }
+    inductor = torch.compile(decode_one, fullgraph=True)
+    variants["compiled"] = (True, lambda s, i: inductor(model, s, tokens, index(i)))
+    if device.type == "cuda":
+        graphs = torch.compile(decode_one, mode="reduce-overhead", fullgraph=True)
+        variants["compiled-cudagraphs"] = (True, lambda s, i: graphs(model, s, tokens, index(i)))
+        captured = {}
+
+        def by_hand(s, i):  # one CUDA graph of the eager static step, inputs in fixed buffers
+            if "graph" not in captured:
+                captured["index"], captured["tokens"] = index(i), tokens.clone()
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    decode_one(model, s, captured["tokens"], captured["index"])
+                torch.cuda.current_stream().wait_stream(stream)
+                captured["graph"] = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(captured["graph"]):
+                    captured["out"] = decode_one(model, s, captured["tokens"], captured["index"])
+            captured["index"].fill_(i)
+            captured["tokens"].copy_(tokens)
+            captured["graph"].replay()
+            return captured["out"]
+
+        variants["cuda-graph-by-hand"] = (True, by_hand)
+    print(f"device {device} {args.dtype} preset {args.preset} width {config.width} depth {config.depth} "
+          f"tokens {args.tokens} batch {args.batch} (rows {rows.shape[0]})")
+    for name, (static, step) in variants.items():
+        if name not in args.skip:
+            timed(name, static, step)
+    from torch._dynamo.utils import counters
+
+    print({k: dict(v) for k, v in counters.items() if k in ("stats", "inductor", "recompiles", "graph_break")})
+
+
+if __name__ == "__main__":
+    main()
