@@ -24,10 +24,14 @@ class KVCache:
         *,
         dtype: torch.dtype,
         device: torch.device | str,
+        zeroed: bool = True,
     ) -> None:
+        """`zeroed` False leaves the memory uninitialised: only for eager steps, which never read a
+        position before writing it (a masked read of garbage could still meet NaN * 0)."""
         shape = (batch, heads, length, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(depth)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(depth)]
+        new = torch.zeros if zeroed else torch.empty
+        self.k = [new(shape, dtype=dtype, device=device) for _ in range(depth)]
+        self.v = [new(shape, dtype=dtype, device=device) for _ in range(depth)]
         for buffer in self.k + self.v:  # fixed addresses: CUDA graphs update them in place
             torch._dynamo.mark_static_address(buffer)
         # allowed[q, t]: query at position q may attend to key position t (t <= q)

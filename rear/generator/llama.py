@@ -187,6 +187,7 @@ class LlamaGenerator(Generator):
             c.width // c.heads,
             dtype=weight.dtype,
             device=weight.device,
+            zeroed=static,
         )
         return DecodeState(cache, self.class_ids(labels))
 

@@ -186,14 +186,14 @@ class RARGenerator(Generator):
         """
         captured = {}
         for layer, block in enumerate(self.blocks):
-            x = block(x, block.adaLN_modulation(condition)[rows], cache)  # modulation [B, T, 6D]
+            x = block(x, block.adaLN_modulation(condition).index_select(0, rows), cache)  # modulation [B, T, 6D]
             if layer in capture:
                 captured[layer] = x
         return x, captured
 
     def head(self, x: torch.Tensor, condition: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K] (condition, rows as in `trunk`)."""
-        modulation = self.adaln_before_head.adaLN_modulation(condition)[rows]  # [B, T, 2D]
+        modulation = self.adaln_before_head.adaLN_modulation(condition).index_select(0, rows)  # [B, T, 2D]
         return self.lm_head(self.adaln_before_head(x, modulation))
 
     # ---------------------------------------------------------------- the backbone contract
@@ -222,6 +222,7 @@ class RARGenerator(Generator):
             c.width // c.heads,
             dtype=weight.dtype,
             device=weight.device,
+            zeroed=static,
         )
         return DecodeState(cache, self.position_table(), self.label_embedding(distinct), rows)
 
