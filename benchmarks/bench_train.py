@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--code-dim", type=int, default=256)
+    parser.add_argument("--projection", type=int, default=2048, help="alignment heads' hidden width (the paper's 2048)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
@@ -52,7 +53,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
-                              num_tokens=args.tokens, align={"code_dim": args.code_dim})
+                              num_tokens=args.tokens, align={"code_dim": args.code_dim, "projection_dim": args.projection})
     model = build_generator(config).to(device).train()
     optimizer = make_optimizer(model, OptimConfig())
     codebook = torch.randn(args.codes, args.code_dim, device=device)

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--code-dim", type=int, default=256)
+    parser.add_argument("--projection", type=int, default=2048, help="alignment heads' hidden width (the paper's 2048)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--ratio", type=float, default=0.5, help="noisy-context ratio for both")
     parser.add_argument("--repeats", type=int, default=10)
@@ -43,7 +44,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
-                              num_tokens=args.tokens, align={"code_dim": args.code_dim})
+                              num_tokens=args.tokens, align={"code_dim": args.code_dim, "projection_dim": args.projection})
     ours = build_generator(config).to(device).train()
     with torch.no_grad():  # random everywhere, so that no block is an identity
         for p in ours.parameters():

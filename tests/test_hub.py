@@ -103,6 +103,31 @@ def test_sample_uses_the_checkpoint_settings_unless_flags_override(tmp_path, cap
     assert "from the command line: cfg_scale" in capsys.readouterr().out
 
 
+def test_sample_compiles_by_default_only_on_a_gpu_and_refuses_emulated_bf16(tmp_path, capsys, monkeypatch):
+    from rear import precision
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
+    used = []
+    monkeypatch.setattr("rear.evaluation.samples.write_samples",
+                        lambda model, tokenizer, out, n, sample, **kw: used.append((model, kw["compiled"])) or Path(out))
+    args = ["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
+            "--num-samples", "2"]
+    main(args)  # the tests run on a CPU: eager by default
+    assert used[-1][1] is False and "eager one-token step (the default on cpu), float32" in capsys.readouterr().out
+    main(args + ["--compile"])
+    assert used[-1][1] is True and "compiled one-token step (--compile)" in capsys.readouterr().out
+    if precision.native_bf16("cpu"):
+        main(args + ["--bf16"])
+        assert next(used[-1][0].parameters()).dtype == torch.bfloat16
+    else:
+        with pytest.raises(SystemExit):
+            main(args + ["--bf16"])
+        assert "--bf16: cpu has no native bfloat16" in capsys.readouterr().err
+        assert not (tmp_path / "s").exists()
+
+
 def test_convert_writes_the_release_sampling_settings(tmp_path):
     main(["convert", str(OFFICIAL / "model.safetensors"), str(OFFICIAL / "config.yaml"), str(tmp_path / "ckpt")])
     generation = read_generation(tmp_path / "ckpt")

@@ -14,13 +14,20 @@ from rear.generator.sampling import (
 )
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
-def test_cached_logits_equal_full_recompute_at_every_step(model, static):
-    """Eager steps (int index: the filled prefix, no mask) and static ones (tensor index: the whole
-    cache under a mask, one adaLN row per sample) both give the teacher-forced logits."""
+@pytest.mark.parametrize("static,table", [(False, True), (False, False), (True, False)],
+                         ids=["eager", "eager-without-table", "static"])
+def test_cached_logits_equal_full_recompute_at_every_step(model, static, table, monkeypatch):
+    """Eager steps (int index: the filled prefix, no mask; the RAR backbone's adaLN outputs from a
+    precomputed table, or step by step where the table would be too large) and static ones (tensor
+    index: the whole cache under a mask, one adaLN row per sample) all give the teacher-forced logits."""
+    from rear.generator import rar
+
+    monkeypatch.setattr(rar, "MODULATION_TABLE_BYTES", rar.MODULATION_TABLE_BYTES if table else 0)
     tokens, labels = torch.randint(0, 32, (3, 16)), torch.tensor([0, 5, 0])
     full = model.logits(tokens, labels)  # [B, N, K]
     state = model.start(labels, static=static)
+    if isinstance(state, rar.DecodeState):
+        assert (state.modulation is not None) == (table and not static)
     with torch.no_grad():
         steps = [model.prefill(state)]
         for i in range(15):

@@ -95,6 +95,12 @@ class FinalLayer(nn.Module):
         return modulate(self.norm_final(x), shift, scale)
 
 
+# Eager decoding precomputes every adaLN output of its distinct labels at every position when the
+# table is at most this large (CPU-sized batches); above it (e.g. 100+ ImageNet classes in a batch)
+# the modulations are computed step by step.
+MODULATION_TABLE_BYTES = 256 * 2**20
+
+
 @dataclass
 class DecodeState:
     """What every decoding step reuses: cache, position table, distinct labels' embeddings."""
@@ -103,6 +109,7 @@ class DecodeState:
     positions: torch.Tensor  # [N+2, D] position + target-aware table
     label_embedding: torch.Tensor  # [U, D]
     rows: torch.Tensor  # [R] row -> index into the U distinct labels
+    modulation: torch.Tensor | None = None  # [N+2, U, L*6D + 2D] every adaLN output, when small enough
 
 
 class RARGenerator(Generator):
@@ -178,23 +185,38 @@ class RARGenerator(Generator):
         rows: torch.Tensor,
         cache: KVCache | None = None,
         capture: tuple[int, ...] = (),
+        modulations: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Run the blocks on x [B, T, D]; return the output and the outputs of blocks in `capture`.
 
         condition [U, T, D] holds one row per distinct label and rows [B] names each sample's row:
-        the adaLN modulations are computed once per distinct label, not once per sample.
+        the adaLN modulations are computed once per distinct label, not once per sample, unless
+        `modulations` ([B, T, 6D] per block) are given.
         """
         captured = {}
         for layer, block in enumerate(self.blocks):
-            x = block(x, block.adaLN_modulation(condition).index_select(0, rows), cache)  # modulation [B, T, 6D]
+            modulation = (block.adaLN_modulation(condition).index_select(0, rows) if modulations is None
+                          else modulations[layer])  # [B, T, 6D]
+            x = block(x, modulation, cache)
             if layer in capture:
                 captured[layer] = x
         return x, captured
 
-    def head(self, x: torch.Tensor, condition: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K] (condition, rows as in `trunk`)."""
-        modulation = self.adaln_before_head.adaLN_modulation(condition).index_select(0, rows)  # [B, T, 2D]
+    def head(self, x: torch.Tensor, condition: torch.Tensor, rows: torch.Tensor,
+             modulation: torch.Tensor | None = None) -> torch.Tensor:
+        """Final modulated norm and lm_head: [B, T, D] -> logits [B, T, K] (condition, rows as in `trunk`;
+        or the final layer's `modulation` [B, T, 2D])."""
+        if modulation is None:
+            modulation = self.adaln_before_head.adaLN_modulation(condition).index_select(0, rows)  # [B, T, 2D]
         return self.lm_head(self.adaln_before_head(x, modulation))
+
+    def modulation_table(self, condition: torch.Tensor) -> torch.Tensor:
+        """Every block's and the final layer's adaLN output for conditions [..., D] -> [..., L*6D + 2D],
+        as one matmul (the same SiLU -> Linear each module computes)."""
+        linears = [block.adaLN_modulation[-1] for block in self.blocks] + [self.adaln_before_head.adaLN_modulation[-1]]
+        weight = torch.cat([linear.weight for linear in linears])  # [L*6D + 2D, D]
+        bias = torch.cat([linear.bias for linear in linears])
+        return F.linear(F.silu(condition), weight, bias)
 
     # ---------------------------------------------------------------- the backbone contract
     def run(
@@ -224,15 +246,29 @@ class RARGenerator(Generator):
             device=weight.device,
             zeroed=static,
         )
-        return DecodeState(cache, self.position_table(), self.label_embedding(distinct), rows)
+        state = DecodeState(cache, self.position_table(), self.label_embedding(distinct), rows)
+        D, T = c.width, c.num_tokens + 2
+        table_bytes = distinct.shape[0] * T * (6 * c.depth + 2) * D * weight.element_size()
+        if not static and table_bytes <= MODULATION_TABLE_BYTES:
+            condition = self.timesteps_embeddings[0, :T, None] + state.label_embedding  # [T, U, D]
+            state.modulation = self.modulation_table(condition)  # [T, U, L*6D + 2D]: a step reads one block
+        return state
 
     def forward_step(self, state: DecodeState, x: torch.Tensor, positions: slice | torch.Tensor) -> torch.Tensor:
         """Inputs x [R, T, D] at sequence `positions` (start:stop or [T]) -> logits of the last position [R, K]."""
         state.cache.at(positions)
         x = x + state.positions[positions]  # [R, T, D]
         condition = state.label_embedding[:, None] + self.timesteps_embeddings[0, positions]  # [U, T, D]
-        x, _ = self.trunk(x, condition, state.rows, state.cache)
-        return self.head(x[:, -1:], condition[:, -1:], state.rows)[:, 0]  # [R, K]
+        if state.modulation is None:
+            x, _ = self.trunk(x, condition, state.rows, state.cache)
+            return self.head(x[:, -1:], condition[:, -1:], state.rows)[:, 0]  # [R, K]
+        chunk = state.modulation[positions]  # [T, U, W] (W = L*6D + 2D), contiguous
+        T, U, W = chunk.shape
+        index = state.rows[:, None] + U * torch.arange(T, device=x.device)  # [R, T] rows of chunk [T*U, W]
+        table = F.embedding(index, chunk.view(T * U, W))  # [R, T, W]
+        *blocks, final = table.split(6 * self.config.width, dim=-1)  # L x [R, T, 6D], [R, T, 2D]
+        x, _ = self.trunk(x, condition, state.rows, state.cache, modulations=blocks)
+        return self.head(x[:, -1:], condition[:, -1:], state.rows, final[:, -1:])[:, 0]  # [R, K]
 
     def prefill(self, state: DecodeState) -> torch.Tensor:
         """Run cls and class (positions 0, 1); return the logits of t_0 [R, K]."""
