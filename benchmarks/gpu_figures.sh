@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU rows of benchmarks/README.md in one run (about 6 minutes on an H200), from the repo root:
+# The GPU rows of benchmarks/README.md in one run (about 8 minutes on an H200), from the repo root:
 #     OUT=DIR PEERS=DIR bash benchmarks/gpu_figures.sh
 # PEERS (optional) holds checkouts reAR/ (github QY-H00/reAR) and LlamaGen/ (github
 # FoundationVision/LlamaGen) for the side-by-side sampler rows. Output also goes to $OUT/gpu_figures.log.
@@ -17,6 +17,8 @@ step() { local limit=$1; shift; echo "\$ $*"; (cd benchmarks && timeout "$limit"
     step 240 bench_sampling.py $REAR_B --batch 128 --dtype bfloat16 --compile --skip-recompute --repeats 3
     step 90 bench_train.py $REAR_B --batch 64 --repeats 10
     if [ -n "${PEERS:-}" ]; then
+        step 150 compare_train.py --official "$PEERS/reAR" --preset rear-b --codes 1024 --classes 1000 --tokens 256 \
+            --device cuda --batch 64 --repeats 10
         step 150 compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen" $REAR_B --batch 128 \
             --dtype bfloat16 --repeats 2
     fi
