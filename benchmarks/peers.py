@@ -38,7 +38,7 @@ def stub(name: str, **attributes) -> None:
     try:
         importlib.import_module(name)
         return
-    except ImportError:
+    except (ImportError, RuntimeError):  # absent, or present but broken (timm beside a mismatched torchvision)
         pass
     parts = name.split(".")
     for i in range(1, len(parts) + 1):
