@@ -82,26 +82,38 @@ def flops_per_image(model: Generator, guided: bool) -> float:
     return (2 if guided else 1) * (fed * per_token + attention)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The size, batch, device and dtype of a sampling benchmark (default: the issue's CPU setting)."""
     parser.add_argument("--preset", default="rear-cpu")
     parser.add_argument("--codes", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--cfg-scale", type=float, default=4.0)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+
+
+def sampling_model(args: argparse.Namespace) -> tuple[Generator, torch.device, torch.Tensor]:
+    """The random-weight model those arguments name, in eval mode on its device and dtype, and the
+    batch's labels [B] (classes in turn)."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
+    model = random_weights(build_generator(config)).to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    return model, device, torch.arange(args.batch, device=device) % args.classes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--cfg-scale", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time the compiled one-token step")
     parser.add_argument("--skip-recompute", action="store_true")
     args = parser.parse_args()
 
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
-    model = random_weights(build_generator(config)).to(device=device, dtype=dtype).eval()
-    labels = torch.arange(args.batch, device=device) % args.classes
+    model, device, labels = sampling_model(args)
+    config, dtype = model.config, getattr(torch, args.dtype)
     kwargs = dict(cfg_scale=args.cfg_scale, cfg_power=2.5)
 
     peak = matmul_peak(device, dtype)

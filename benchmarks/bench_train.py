@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from bench_sampling import matmul_peak, seconds
 from rear import precision
-from rear.config import OptimConfig, generator_preset
+from rear.config import GeneratorConfig, OptimConfig, generator_preset
 from rear.generator import Generator, build_generator
 from rear.optim import make_optimizer
 from rear.regularizers import corrupt_context
@@ -35,8 +35,8 @@ def forward_flops_per_token(model: Generator) -> float:
     return flops
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """The size, batch and device of a training benchmark (default: the issue's CPU setting)."""
     parser.add_argument("--preset", default="rear-cpu")
     parser.add_argument("--codes", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
@@ -46,14 +46,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+
+
+def train_config(args: argparse.Namespace) -> GeneratorConfig:
+    return generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens,
+                            align={"code_dim": args.code_dim, "projection_dim": args.projection})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(parser)
     parser.add_argument("--no-bf16", action="store_true",
                         help="train in float32 (bf16 autocast is used only where native: rear.precision)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
-                              num_tokens=args.tokens, align={"code_dim": args.code_dim, "projection_dim": args.projection})
+    config = train_config(args)
     model = build_generator(config).to(device).train()
     optimizer = make_optimizer(model, OptimConfig())
     codebook = torch.randn(args.codes, args.code_dim, device=device)

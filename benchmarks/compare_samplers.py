@@ -15,9 +15,7 @@ import argparse
 
 import torch
 
-from bench_sampling import cpu_flags, flops_per_image, matmul_peak, random_weights, seconds
-from rear.config import generator_preset
-from rear.generator import build_generator
+from bench_sampling import add_model_args, cpu_flags, flops_per_image, matmul_peak, sampling_model, seconds
 from rear.generator.sampling import generate
 
 
@@ -25,25 +23,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", help="root of a reAR checkout (github QY-H00/reAR)")
     parser.add_argument("--llamagen", help="root of a LlamaGen checkout (github FoundationVision/LlamaGen)")
-    parser.add_argument("--preset", default="rear-cpu")
-    parser.add_argument("--codes", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
+    add_model_args(parser)
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--compile", action="store_true",
                         help="ours with its compiled step, LlamaGen compiled as its sample_c2i.py --compile does "
                         "(reduce-overhead on a GPU); the official release has no compiled sampler")
     args = parser.parse_args()
 
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
-    model = random_weights(build_generator(config)).to(device=device, dtype=dtype).eval()
-    labels = torch.arange(args.batch, device=device) % args.classes
+    model, device, labels = sampling_model(args)
+    config, dtype = model.config, getattr(torch, args.dtype)
     guided = args.cfg_scale != 1
     peak = matmul_peak(device, dtype)
     where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)

@@ -16,11 +16,11 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from bench_sampling import cpu_flags, matmul_peak, seconds
-from bench_train import forward_flops_per_token
+from bench_sampling import cpu_flags, matmul_peak, random_weights, seconds
+from bench_train import add_train_args, forward_flops_per_token, train_config
 from peers import official_losses, official_model
 from rear import precision
-from rear.config import OptimConfig, generator_preset
+from rear.config import OptimConfig
 from rear.generator import build_generator
 from rear.optim import make_optimizer
 from rear.regularizers import corrupt_context
@@ -29,26 +29,14 @@ from rear.regularizers import corrupt_context
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, help="root of a reAR checkout (github QY-H00/reAR)")
-    parser.add_argument("--preset", default="rear-cpu")
-    parser.add_argument("--codes", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--code-dim", type=int, default=256)
-    parser.add_argument("--projection", type=int, default=2048, help="alignment heads' hidden width (the paper's 2048)")
-    parser.add_argument("--batch", type=int, default=32)
+    add_train_args(parser)
     parser.add_argument("--ratio", type=float, default=0.5, help="noisy-context ratio for both")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes,
-                              num_tokens=args.tokens, align={"code_dim": args.code_dim, "projection_dim": args.projection})
-    ours = build_generator(config).to(device).train()
-    with torch.no_grad():  # random everywhere, so that no block is an identity
-        for p in ours.parameters():
-            p.normal_(0, 0.02)
+    config = train_config(args)
+    ours = random_weights(build_generator(config)).to(device).train()
     official = official_model(args.official, ours, noise=True).train()
     loss_fn = official_losses(args.official).ARLoss(official.config)
     codebook = torch.randn(args.codes, args.code_dim, device=device)

@@ -16,29 +16,18 @@ import time
 
 import torch
 
-from bench_sampling import random_weights, sync
-from rear.config import generator_preset
-from rear.generator import build_generator
+from bench_sampling import add_model_args, sampling_model, sync
 from rear.generator.sampling import decode_one
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="rear-cpu")
-    parser.add_argument("--codes", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
+    add_model_args(parser)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
     args = parser.parse_args()
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
-    model = random_weights(build_generator(config)).to(device=device, dtype=dtype).eval()
-    labels = torch.arange(args.batch, device=device) % args.classes
+    model, device, labels = sampling_model(args)
+    config = model.config
     rows = torch.cat([labels, torch.full_like(labels, model.null_label)])
     tokens = torch.randint(0, args.codes, (rows.shape[0],), device=device)
     steps = min(args.steps, args.tokens - 2)

@@ -69,6 +69,7 @@ class KVCache:
         stop = self.positions.stop
         return self.k[layer][:, :, :stop], self.v[layer][:, :, :stop]
 
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: "KVCache | None", layer: int,
            dropout: float) -> torch.Tensor:
     """Causal attention of q, k, v [B, H, T, hd] -> [B, H, T, hd]; with a cache, k and v are written at

@@ -259,16 +259,15 @@ class RARGenerator(Generator):
         state.cache.at(positions)
         x = x + state.positions[positions]  # [R, T, D]
         condition = state.label_embedding[:, None] + self.timesteps_embeddings[0, positions]  # [U, T, D]
-        if state.modulation is None:
-            x, _ = self.trunk(x, condition, state.rows, state.cache)
-            return self.head(x[:, -1:], condition[:, -1:], state.rows)[:, 0]  # [R, K]
-        chunk = state.modulation[positions]  # [T, U, W] (W = L*6D + 2D), contiguous
-        T, U, W = chunk.shape
-        index = state.rows[:, None] + U * torch.arange(T, device=x.device)  # [R, T] rows of chunk [T*U, W]
-        table = F.embedding(index, chunk.view(T * U, W))  # [R, T, W]
-        *blocks, final = table.split(6 * self.config.width, dim=-1)  # L x [R, T, 6D], [R, T, 2D]
+        blocks = final = None  # without a table, trunk and head compute the modulations from `condition`
+        if state.modulation is not None:
+            chunk = state.modulation[positions]  # [T, U, W] (W = L*6D + 2D), contiguous
+            T, U, W = chunk.shape
+            index = state.rows[:, None] + U * torch.arange(T, device=x.device)  # [R, T] rows of chunk [T*U, W]
+            *blocks, final = F.embedding(index, chunk.view(T * U, W)).split(6 * self.config.width, dim=-1)
+            final = final[:, -1:]  # blocks: L x [R, T, 6D]; final: [R, 1, 2D]
         x, _ = self.trunk(x, condition, state.rows, state.cache, modulations=blocks)
-        return self.head(x[:, -1:], condition[:, -1:], state.rows, final[:, -1:])[:, 0]  # [R, K]
+        return self.head(x[:, -1:], condition[:, -1:], state.rows, final)[:, 0]  # [R, K]
 
     def prefill(self, state: DecodeState) -> torch.Tensor:
         """Run cls and class (positions 0, 1); return the logits of t_0 [R, K]."""
