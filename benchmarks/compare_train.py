@@ -6,7 +6,8 @@ One step = forward with the reAR loss (noisy context at ratio 0.5, both alignmen
 gradient clipping + AdamW, at the issue's CPU setting by default (width 256, depth 6, 4 heads, 64
 tokens, 512 codes, batch 32, projection 2048, Z 256); bf16 autocast where the device computes it
 natively, float32 elsewhere, for both. First it checks that both compute the same losses on the same
-clean batch (ce, align, total), then times each by the median of --repeats steps after a warm-up.
+clean batch (ce, align, total), then counts each step's FLOPs (torch's FlopCounterMode: matmuls and
+attention, forward and backward) and times each by the median of --repeats steps after a warm-up.
 The official code is read from the checkout given (benchmarks/peers.py).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench_sampling import cpu_flags, matmul_peak, random_weights, seconds
 from bench_train import add_train_args, forward_flops_per_token, train_config
@@ -92,12 +94,18 @@ def main() -> None:
           f"width {config.width} depth {config.depth} heads {config.heads}  tokens {args.tokens}  codes {args.codes}  "
           f"batch {args.batch}  noise ratio {args.ratio}")
     print(f"matmul peak ({dtype})  {peak / 1e9:8.1f} GFLOP/s")
-    times = {}
+    times, counted = {}, {}
     for name, step in (("rear", ours_step), ("official reAR", official_step)):
+        with FlopCounterMode(display=False) as counter:
+            step()
+        counted[name] = counter.get_total_flops()
         t = times[name] = seconds(step, device, args.repeats)
         print(f"{name:<24} {t * 1e3:8.1f} ms   {args.batch * args.tokens / t:9.0f} tokens/s   "
-              f"{flops / t / 1e9:7.1f} GFLOP/s ({flops / t / peak:.1%} of peak)", flush=True)
-    print(f"rear / official          {times['official reAR'] / times['rear']:8.2f}x")
+              f"{flops / t / 1e9:7.1f} GFLOP/s ({flops / t / peak:.1%} of peak)   "
+              f"counted {counted[name] / 1e9:6.1f} GFLOP = {counted[name] / t / peak:.1%} of peak", flush=True)
+    print(f"rear / official          {times['official reAR'] / times['rear']:8.2f}x   "
+          f"(the official step counts {counted['official reAR'] / counted['rear']:.2f}x our FLOPs: the ratio at equal "
+          f"FLOP/s)")
 
 
 if __name__ == "__main__":

@@ -152,3 +152,47 @@ def test_alignment_heads_read_the_documented_positions(preset):
     # the logits of t_i come from the predicting positions
     logits, _ = model.run(tokens, labels)
     assert torch.allclose(logits[:, :16], model.logits(tokens, labels), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the CPU dropout mask
+def test_dropout_is_identity_in_eval_and_at_zero():
+    from rear.generator.dropout import dropout
+
+    x = torch.randn(8, 5)
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.equal(dropout(x, 1.0, training=True), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_one_minus_p_and_scales_like_aten(p):
+    from rear.generator.dropout import dropout
+
+    x = torch.rand(1001, 999) + 1  # odd element count: the last int64 of draws is half used
+    y = dropout(x, p, training=True)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    n = x.numel()
+    assert abs(kept.sum().item() - n * (1 - p)) < 5 * (n * p * (1 - p)) ** 0.5
+    # the mask is not all one pattern: rows and columns drop at the same rate
+    assert abs(kept[:, 0].float().mean().item() - (1 - p)) < 0.07
+    assert abs(kept[0].float().mean().item() - (1 - p)) < 0.07
+
+
+def test_dropout_gradient_uses_the_forward_mask_and_keeps_dtype():
+    from rear.generator.dropout import dropout
+
+    x = torch.randn(64, 33, requires_grad=True)
+    y = dropout(x, 0.25, training=True)
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() / 0.75)
+    assert dropout(torch.randn(16, 4, dtype=torch.bfloat16), 0.2, training=True).dtype == torch.bfloat16
+
+
+def test_dropout_masks_follow_the_seed():
+    from rear.generator.dropout import keep_mask
+
+    torch.manual_seed(3)
+    a = keep_mask(torch.Size([7, 9]), 0.4)
+    torch.manual_seed(3)
+    assert torch.equal(a, keep_mask(torch.Size([7, 9]), 0.4))
+    assert not torch.equal(a, keep_mask(torch.Size([7, 9]), 0.4))

@@ -19,6 +19,7 @@ from torch import nn
 from rear.config import GeneratorConfig
 from rear.generator.base import Generator
 from rear.generator.cache import KVCache, attend
+from rear.generator.dropout import Dropout
 
 NORM_EPS = 1e-5
 
@@ -66,7 +67,7 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=NORM_EPS)
         self.k_norm = nn.RMSNorm(head_dim, eps=NORM_EPS)
         self.proj = nn.Linear(config.width, config.width)
-        self.proj_drop = nn.Dropout(config.dropout)
+        self.proj_drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """x [B, T, D], rope [T, hd/2, 2] of these positions."""
@@ -89,7 +90,7 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(config.width, hidden, bias=False)
         self.w3 = nn.Linear(config.width, hidden, bias=False)
         self.w2 = nn.Linear(hidden, config.width, bias=False)
-        self.ffn_dropout = nn.Dropout(config.dropout)
+        self.ffn_dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
@@ -127,7 +128,7 @@ class LlamaGenerator(Generator):
         super().__init__(config)
         c, D = config, config.width
         self.embeddings = nn.Embedding(c.vocab_size, D)
-        self.tok_dropout = nn.Dropout(c.token_dropout)
+        self.tok_dropout = Dropout(c.token_dropout)
         self.blocks = nn.ModuleList(Block(c, layer) for layer in range(c.depth))
         self.norm = nn.RMSNorm(D, eps=NORM_EPS)
         self.output = nn.Linear(D, c.codebook_size)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from rear.config import GeneratorConfig
 from rear.generator.base import Generator
 from rear.generator.cache import KVCache, attend
+from rear.generator.dropout import Dropout
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ class Attention(nn.Module):
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-6)
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-6)
         self.proj = nn.Linear(config.width, config.width)
-        self.proj_drop = nn.Dropout(config.dropout)
+        self.proj_drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, D = x.shape
@@ -55,7 +56,7 @@ class Mlp(nn.Module):
         hidden = int(config.width * config.mlp_ratio)
         self.fc1 = nn.Linear(config.width, hidden)
         self.fc2 = nn.Linear(hidden, config.width)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))

@@ -1,0 +1,70 @@
+"""ATen's dropout beside rear.generator.dropout on the CPU: one tensor, then whole training steps.
+
+    python benchmarks/bench_dropout.py [--rounds 12]
+
+First forward + backward of one activation of the issue's CPU setting ([32 x 66, 1024], the MLP's
+hidden layer); then reAR training steps (bench_train's setting) with either dropout, interleaved
+A B A B ... so that both meet the same machine noise; medians of each.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import rear.generator.dropout as ours
+from bench_sampling import cpu_flags, random_weights, seconds
+from bench_train import add_train_args, train_config
+from rear.config import OptimConfig
+from rear.generator import build_generator
+from rear.optim import make_optimizer
+from rear.regularizers import corrupt_context
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(parser)
+    parser.add_argument("--rounds", type=int, default=12, help="training steps per variant, interleaved")
+    args = parser.parse_args()
+    variants = {"ATen F.dropout": F.dropout, "rear dropout": ours.dropout}
+    print(f"cpu ({cpu_flags()}, {torch.get_num_threads()} threads) float32, p = 0.1")
+
+    x = torch.randn(args.batch * (args.tokens + 2), 1024, requires_grad=True)
+    grad = torch.randn_like(x)
+    for name, fn in variants.items():
+        t = seconds(lambda: fn(x, 0.1, True).backward(grad), torch.device("cpu"), 20)
+        print(f"{name:<16} [{x.shape[0]}, 1024] forward + backward  {t * 1e3:7.2f} ms")
+
+    torch.manual_seed(0)
+    model = random_weights(build_generator(train_config(args))).train()
+    optimizer = make_optimizer(model, OptimConfig())
+    tokens = torch.randint(0, args.codes, (args.batch, args.tokens))
+    labels = torch.randint(0, args.classes, (args.batch,))
+    features = F.embedding(tokens, torch.randn(args.codes, args.code_dim))
+
+    def step() -> float:
+        start = time.perf_counter()
+        context, corrupted = corrupt_context(tokens, 0.5, args.codes)
+        model(tokens, labels, features, context, corrupted)["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    step()
+    times = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            ours.dropout = fn  # what rear.generator.dropout.Dropout calls
+            times[name].append(step())
+    base = statistics.median(times["ATen F.dropout"])
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        print(f"{name:<16} training step (median of {args.rounds})  {t * 1e3:7.1f} ms   {base / t:5.3f}x")
+
+
+if __name__ == "__main__":
+    main()
