@@ -15,4 +15,6 @@ step() { echo "\$ $*"; $PY "$@" 2>&1 | grep -v -i "warn\|self.gen = func"; echo;
     step benchmarks/compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen"
     step benchmarks/compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen" --compile
     step benchmarks/compare_train.py --official "$PEERS/reAR"
+    step benchmarks/bench_dropout.py
+    step benchmarks/decode_overhead.py
 } 2>&1 | tee "$LOG"
