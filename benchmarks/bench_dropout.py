@@ -17,11 +17,9 @@ import torch.nn.functional as F
 
 import rear.generator.dropout as ours
 from bench_sampling import cpu_flags, random_weights, seconds
-from bench_train import add_train_args, train_config
-from rear.config import OptimConfig
+from bench_train import add_train_args, train_config, training_batch, training_step
+from rear import precision
 from rear.generator import build_generator
-from rear.optim import make_optimizer
-from rear.regularizers import corrupt_context
 
 
 def main() -> None:
@@ -30,36 +28,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="training steps per variant, interleaved")
     args = parser.parse_args()
     variants = {"ATen F.dropout": F.dropout, "rear dropout": ours.dropout}
-    print(f"cpu ({cpu_flags()}, {torch.get_num_threads()} threads) float32, p = 0.1")
+    cpu = torch.device("cpu")
+    print(f"cpu ({cpu_flags()}, {torch.get_num_threads()} threads) "
+          f"{'bf16 autocast' if precision.native_bf16(cpu) else 'float32'} training steps, p = 0.1")
 
     x = torch.randn(args.batch * (args.tokens + 2), 1024, requires_grad=True)
     grad = torch.randn_like(x)
     for name, fn in variants.items():
-        t = seconds(lambda: fn(x, 0.1, True).backward(grad), torch.device("cpu"), 20)
+        t = seconds(lambda: fn(x, 0.1, True).backward(grad), cpu, 20)
         print(f"{name:<16} [{x.shape[0]}, 1024] forward + backward  {t * 1e3:7.2f} ms")
 
     torch.manual_seed(0)
     model = random_weights(build_generator(train_config(args))).train()
-    optimizer = make_optimizer(model, OptimConfig())
-    tokens = torch.randint(0, args.codes, (args.batch, args.tokens))
-    labels = torch.randint(0, args.classes, (args.batch,))
-    features = F.embedding(tokens, torch.randn(args.codes, args.code_dim))
-
-    def step() -> float:
-        start = time.perf_counter()
-        context, corrupted = corrupt_context(tokens, 0.5, args.codes)
-        model(tokens, labels, features, context, corrupted)["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
-
+    step = training_step(model, training_batch(args, cpu), 0.5, bf16=True)
     step()
     times = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, fn in variants.items():
             ours.dropout = fn  # what rear.generator.dropout.Dropout calls
-            times[name].append(step())
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
     base = statistics.median(times["ATen F.dropout"])
     for name, ts in times.items():
         t = statistics.median(ts)

@@ -63,6 +63,11 @@ def cpu_flags() -> str:
     return "+".join(name for name in names if name in flags) or "no AVX2"
 
 
+def machine(device: torch.device) -> str:
+    """What a figure was measured on: the CPU's flags, or the GPU's name."""
+    return cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
 def random_weights(model: Generator) -> Generator:
     """Every weight random: an adaLN-Zero init would make the blocks skip their math."""
     with torch.no_grad():
@@ -118,8 +123,7 @@ def main() -> None:
 
     peak = matmul_peak(device, dtype)
     flops = flops_per_image(model, args.cfg_scale != 1) * args.batch
-    where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"device {device} ({where}, {torch.get_num_threads()} threads) {args.dtype}  preset {args.preset}  "
+    print(f"device {device} ({machine(device)}, {torch.get_num_threads()} threads) {args.dtype}  preset {args.preset}  "
           f"width {config.width} depth {config.depth} heads {config.heads}  tokens {args.tokens}  "
           f"codes {args.codes}  batch {args.batch}  cfg {args.cfg_scale}")
     print(f"matmul peak              {peak / 1e9:9.1f} GFLOP/s")

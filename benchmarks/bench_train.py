@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,33 @@ def train_config(args: argparse.Namespace) -> GeneratorConfig:
                             align={"code_dim": args.code_dim, "projection_dim": args.projection})
 
 
+def training_batch(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed random batch: tokens [B, N], labels [B] and the tokens' vectors [B, N, Z] in a random codebook."""
+    codebook = torch.randn(args.codes, args.code_dim, device=device)
+    tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    return tokens, labels, F.embedding(tokens, codebook)
+
+
+def training_step(model: Generator, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], ratio: float,
+                  bf16: bool) -> Callable[[], None]:
+    """One reAR step of `model` on `batch` per call: a fresh noisy context (bound `ratio`), the losses
+    (under bf16 autocast when `bf16` and native), backward, gradient clipping, AdamW."""
+    tokens, labels, features = batch
+    optimizer = make_optimizer(model, OptimConfig())
+
+    def step() -> None:
+        context, corrupted = corrupt_context(tokens, ratio, model.config.codebook_size)
+        with precision.autocast(tokens.device, bf16):
+            losses = model(tokens, labels, features, context, corrupted)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(parser)
@@ -64,20 +92,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = train_config(args)
     model = build_generator(config).to(device).train()
-    optimizer = make_optimizer(model, OptimConfig())
-    codebook = torch.randn(args.codes, args.code_dim, device=device)
-    tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)
-    labels = torch.randint(0, args.classes, (args.batch,), device=device)
-    context, _ = corrupt_context(tokens, 0.5, args.codes)
-
-    def step() -> None:
-        with precision.autocast(device, not args.no_bf16):
-            losses = model(tokens, labels, F.embedding(tokens, codebook), context)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step = training_step(model, training_batch(args, device), 0.5, not args.no_bf16)
     bf16 = not args.no_bf16 and precision.native_bf16(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(device, dtype)

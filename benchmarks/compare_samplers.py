@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from bench_sampling import add_model_args, cpu_flags, flops_per_image, matmul_peak, sampling_model, seconds
+from bench_sampling import add_model_args, flops_per_image, machine, matmul_peak, sampling_model, seconds
 from rear.generator.sampling import generate
 
 
@@ -35,8 +35,7 @@ def main() -> None:
     config, dtype = model.config, getattr(torch, args.dtype)
     guided = args.cfg_scale != 1
     peak = matmul_peak(device, dtype)
-    where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"device {device} ({where}, {torch.get_num_threads()} threads)  {args.dtype}  width {config.width} depth {config.depth} heads {config.heads}  "
+    print(f"device {device} ({machine(device)}, {torch.get_num_threads()} threads)  {args.dtype}  width {config.width} depth {config.depth} heads {config.heads}  "
           f"tokens {args.tokens}  codes {args.codes}  batch {args.batch}  cfg {args.cfg_scale}")
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s")
     rows = []

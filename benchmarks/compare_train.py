@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_sampling import cpu_flags, matmul_peak, random_weights, seconds
-from bench_train import add_train_args, forward_flops_per_token, train_config
+from bench_sampling import machine, matmul_peak, random_weights, seconds
+from bench_train import add_train_args, forward_flops_per_token, train_config, training_batch, training_step
 from peers import official_losses, official_model
 from rear import precision
 from rear.config import OptimConfig
 from rear.generator import build_generator
-from rear.optim import make_optimizer
-from rear.regularizers import corrupt_context
 
 
 def main() -> None:
@@ -41,10 +38,7 @@ def main() -> None:
     ours = random_weights(build_generator(config)).to(device).train()
     official = official_model(args.official, ours, noise=True).train()
     loss_fn = official_losses(args.official).ARLoss(official.config)
-    codebook = torch.randn(args.codes, args.code_dim, device=device)
-    tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)
-    labels = torch.randint(0, args.classes, (args.batch,), device=device)
-    features = F.embedding(tokens, codebook)
+    tokens, labels, features = batch = training_batch(args, device)
     bf16 = precision.native_bf16(device)
 
     def official_losses_of(ratio: float):
@@ -64,19 +58,10 @@ def main() -> None:
              "total": (mine["total"] - theirs["loss"]).abs().item()}
     print("same losses (clean batch, eval mode): " + ", ".join(f"{k} |diff| {v:.1e}" for k, v in diffs.items()))
 
-    ours_opt = make_optimizer(ours, OptimConfig())
+    ours_step = training_step(ours, batch, args.ratio, bf16)
     oc = OptimConfig()
     official_opt = torch.optim.AdamW(official.parameters(), lr=oc.learning_rate, betas=(oc.beta1, oc.beta2),
                                      weight_decay=oc.weight_decay)
-
-    def ours_step() -> None:
-        context, corrupted = corrupt_context(tokens, args.ratio, args.codes)
-        with precision.autocast(device, bf16):
-            losses = ours(tokens, labels, features, context, corrupted)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
-        ours_opt.step()
-        ours_opt.zero_grad(set_to_none=True)
 
     def official_step() -> None:
         with precision.autocast(device, bf16):
@@ -89,8 +74,7 @@ def main() -> None:
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(device, dtype)
     flops = 3 * forward_flops_per_token(ours) * args.batch * (args.tokens + 2)
-    where = cpu_flags() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"device {device} ({where}, {torch.get_num_threads()} threads) {'bf16 autocast' if bf16 else 'float32'}  "
+    print(f"device {device} ({machine(device)}, {torch.get_num_threads()} threads) {'bf16 autocast' if bf16 else 'float32'}  "
           f"width {config.width} depth {config.depth} heads {config.heads}  tokens {args.tokens}  codes {args.codes}  "
           f"batch {args.batch}  noise ratio {args.ratio}")
     print(f"matmul peak ({dtype})  {peak / 1e9:8.1f} GFLOP/s")

@@ -1,4 +1,4 @@
-"""Dropout whose CPU mask costs a quarter of ATen's: both backbones' drop-in for nn.Dropout.
+"""Dropout whose CPU mask costs less than half of ATen's: both backbones' drop-in for nn.Dropout.
 
 ATen's CPU dropout draws its mask with `bernoulli_`, one mt19937 draw per element (about 10 ns each
 on the AVX2 EPYC of benchmarks/README.md: 11% of a reAR training step at the issue's CPU setting).

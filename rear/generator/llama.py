@@ -178,7 +178,8 @@ class LlamaGenerator(Generator):
         return self.head(x), captured
 
     def start(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
-        """Allocate the cache for rows with `labels` [R] (every shape is fixed by R: `static` changes nothing)."""
+        """Allocate the cache for rows with `labels` [R] (every shape is fixed by R: `static` only keeps the
+        cache zeroed for the masked reads of a compiled step)."""
         c, weight = self.config, self.embeddings.weight
         cache = KVCache(
             c.depth,
