@@ -375,6 +375,9 @@ class StudyConfig:
     # the tokenizer, classifier and stores: under `results` (None), or shared with another study's
     # results folder, so that two studies (e.g. two backbones) are scored by the same instruments
     instruments: Optional[str] = None
+    # the classifier alone from another study's results folder (None: with the instruments), so that a
+    # study with its own tokenizer (e.g. another code size) is still scored by the same yardstick
+    classifier_from: Optional[str] = None
     data_dir: Optional[str] = None  # Fashion-MNIST IDX folder; None searches the usual places
     threads: int = 1  # torch CPU threads for every unit
     # Fashion-MNIST train, split once per class by `split_seed`: validation (CFG selection),
@@ -394,8 +397,14 @@ class StudyConfig:
     eval_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     curve_samples: int = 2000  # per evaluation point, at train.sample's CFG, FID against the test split
     cfg_grid: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0])
+    # tried in order, per arm, while the arm's lowest validation FID sits at its largest CFG so far:
+    # the chosen CFG is then an interior point of the grid (unless the extension runs out)
+    cfg_grid_extension: list[float] = field(default_factory=list)
     val_samples: int = 2000  # per grid value, FID against the validation split (first seed of each arm)
     final_samples: int = 10_000  # class-balanced, at the arm's chosen CFG, scored against the test split
+    # matched guidance: every final run also scored (final_samples, test split) at every CFG any arm
+    # evaluated on validation, so that the arms compare at equal guidance as well as at their own
+    matched_cfg: bool = True
     sample_batch_size: int = 250
     diagnose_count: int = 2000  # held-out (test) items for the correct-token ratio
     diagnose_noise: float = 0.5  # corruption bound r of the noisy context in the correct-token ratio

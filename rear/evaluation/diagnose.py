@@ -3,7 +3,8 @@
 - re-tokenization consistency: decode sampled tokens, encode the images again, fraction unchanged;
 - the tokenizer's ceiling: FID of held-out reconstructions against the held-out images;
 - correct-token ratio (top-1 next-token accuracy) on held-out tokens, clean and corrupted context;
-- mean cosine between the decode head's prediction and the target codebook vector.
+- mean cosine between the decode head's prediction and the target codebook vector, beside what the
+  alignment loss could ask beyond cross-entropy (alignment_information).
 """
 from __future__ import annotations
 
@@ -50,6 +51,23 @@ def decode_cosine(model: Generator, tokens: torch.Tensor, labels: torch.Tensor, 
     _, captured = model.run(tokens[:, :-1], labels, capture=(layer,))
     prediction = model.decode_align_mlp(model.predicting_states(captured[layer], tokens.shape[1]))  # [B, N, Z]
     return F.cosine_similarity(prediction, F.embedding(tokens, codebook), dim=-1).mean().item()
+
+
+@torch.no_grad()
+def alignment_information(model: Generator, tokens: torch.Tensor, labels: torch.Tensor,
+                          codebook: torch.Tensor) -> dict[str, float | None]:
+    """Cosines to the next token's code e(x_i) on a clean held-out context [B, N]: of a constant per
+    position (the best in hindsight: the easy part of the alignment loss), of the decode head (None
+    without one), and of the code direction the generator's own softmax implies (sum_k p_k e_k). When
+    the head is no closer than the implied direction, its loss teaches nothing the logits did not."""
+    model.eval()
+    unit = F.normalize(codebook.float(), dim=-1)  # [K, Z]
+    target = unit[tokens]  # [B, N, Z]
+    constant = F.normalize(target.mean(0), dim=-1)  # [N, Z]
+    implied = F.normalize(model.logits(tokens, labels).float().softmax(-1) @ unit, dim=-1)  # [B, N, Z]
+    head = decode_cosine(model, tokens, labels, codebook) if model.decode_align_mlp is not None else None
+    return {"constant_cosine": (target * constant).sum(-1).mean().item(), "decode_head_cosine": head,
+            "implied_cosine": (target * implied).sum(-1).mean().item(), "code_dim": codebook.shape[1]}
 
 
 @torch.no_grad()

@@ -20,8 +20,9 @@ from rear.config import merge, to_dict
 from rear.provenance import git_commit
 
 RESULTS = "results.json"
-# settings that change where and how fast a study runs, never what it measures
-UNCOMPARED = ("out", "results", "data_dir", "threads")
+# settings that change where and how fast a study runs, never what it measures; and the number of
+# runs per arm, which adds (or leaves unrun) units without changing any recorded one
+UNCOMPARED = ("out", "results", "data_dir", "threads", "seeds")
 
 
 class Ledger:

@@ -4,11 +4,17 @@ shared       tokenizer, classifier, stores (training subset and test split), ref
              of the test and validation splits, the FID noise floor, the tokenizer's ceiling)
 per run      <arm>/<k>/step_<s>: train run k of the arm up to step s (resuming its checkpoint), then
              the FID of `curve_samples` at train.sample's CFG against the test split
-per arm      <arm>/cfg_<g>: the arm's first run at CFG g, FID against the validation split only
+per arm      <arm>/cfg_<g>: the arm's first run at CFG g, FID against the validation split only; the
+             grid grows by `cfg_grid_extension` while the arm's minimum sits at its largest value
 per run      <arm>/<k>/final: `final_samples` at the arm's chosen CFG against the test split, and the
              consistency diagnostics
-Runs go seed-major (every arm's first run, then every second run, ...), so a partial study already
-compares all arms.
+per run      <arm>/<k>/test_cfg_<g>: matched guidance, `final_samples` at every other CFG that any arm
+             evaluated on validation, against the test split (the final stands for the chosen CFG)
+per run      <arm>/<k>/alignment: what the alignment loss could teach beyond the logits
+             (diagnose.alignment_information) on held-out tokens
+Runs go seed-major over plain AR and reAR (both first runs, then both second runs, ...), the
+ablations last, so a partial study already compares the two arms it is about. The plan is drawn
+again after every unit, as the grid's extension depends on what was measured.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ from rear.evaluation.samples import GRID, write_samples
 from rear.images import to_uint8
 from rear.study import report
 from rear.study.ledger import Ledger, as_json
-from rear.tokenizer.load import load_tokenizer
+from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
 from rear.train.trainer import CHECKPOINT, train
 
@@ -92,6 +98,34 @@ def chosen_cfg(ledger: Ledger, arm: str, grid: list[float]) -> float:
     return min(grid, key=lambda g: (ledger[f"{arm}/cfg_{g:g}"]["fid"], g))
 
 
+def validation_grid(units: dict[str, dict], arm: str, config: StudyConfig) -> list[float]:
+    """The CFG values the arm is scored at on validation: the grid, then each extension value while
+    every value so far is scored and the lowest FID sits at the largest."""
+    grid = list(config.cfg_grid)
+    for extra in config.cfg_grid_extension:
+        if not all(f"{arm}/cfg_{g:g}" in units for g in grid):
+            break
+        if min(grid, key=lambda g: (units[f"{arm}/cfg_{g:g}"]["fid"], g)) != max(grid):
+            break
+        grid.append(extra)
+    return grid
+
+
+def matched_grid(units: dict[str, dict], config: StudyConfig) -> list[float]:
+    """Every CFG any arm was (or is about to be) scored at on validation: the matched-guidance grid."""
+    arms = [arm for arm, runs in config.seeds.items() if runs]
+    return sorted({g for arm in arms for g in validation_grid(units, arm, config)})
+
+
+def run_order(config: StudyConfig) -> list[tuple[str, int]]:
+    """(arm, k) of every run: plain AR and reAR seed-major, then the ablations seed-major."""
+    main, ablations = ("ar", "rear"), ("noisy", "embed")
+    order = []
+    for arms in (main, ablations):
+        order += [(arm, k) for k in range(max(config.seeds[a] for a in arms)) for arm in arms if k < config.seeds[arm]]
+    return order
+
+
 @dataclass
 class Unit:
     key: str
@@ -111,7 +145,8 @@ class Study:
         # them): a lost scratch folder then costs only the reference statistics (recomputed) and the
         # checkpoints of unfinished runs (retrained from their start).
         instruments = Path(config.instruments) if config.instruments else self.results
-        self.tokenizer_dir, self.classifier_dir = instruments / "tokenizer", instruments / "classifier"
+        self.tokenizer_dir = instruments / "tokenizer"
+        self.classifier_dir = Path(config.classifier_from or instruments) / "classifier"
         self.stores = {name: instruments / f"store-{name}" for name in ("train", "test")}
 
     # ------------------------------------------------------------ shared inputs
@@ -254,7 +289,7 @@ class Study:
 
     def final(self, arm: str, k: int) -> dict:
         c, run = self.config, self.run_dir(arm, k)
-        cfg = chosen_cfg(self.ledger, arm, c.cfg_grid)
+        cfg = chosen_cfg(self.ledger, arm, validation_grid(self.ledger.units, arm, c))
         folder, model = run / "eval" / "final", load_generator(run / CHECKPOINT).eval()
         metrics, seconds = self.sample_and_score(model, run / CHECKPOINT, folder, c.final_samples, cfg, TEST_REF,
                                                  keep=True)
@@ -268,27 +303,50 @@ class Study:
                 "correct_token_clean": diagnose.token_accuracy(model, tokens, labels, 0.0),
                 "correct_token_noisy": diagnose.token_accuracy(model, tokens, labels, c.diagnose_noise)}
 
+    def test_cfg_point(self, arm: str, k: int, cfg: float) -> dict:
+        """Matched guidance: run k at CFG `cfg`, as its final is at the chosen one (test split)."""
+        c, run = self.config, self.run_dir(arm, k)
+        model = load_generator(run / CHECKPOINT).eval()
+        metrics, seconds = self.sample_and_score(model, run / CHECKPOINT, run / "eval" / f"test_cfg_{cfg:g}",
+                                                 c.final_samples, cfg, TEST_REF)
+        sample = dataclasses.replace(c.train.sample, cfg_scale=cfg)
+        return {**metrics, "cfg_scale": cfg, "sample_seconds": seconds,
+                "retok_consistency": diagnose.retokenization_consistency(
+                    model, self.tokenizer, torch.arange(c.retok_samples) % model.config.num_classes, sample)}
+
+    def alignment(self, arm: str, k: int) -> dict:
+        """diagnose.alignment_information of run k on class-balanced held-out tokens."""
+        store = TokenStore(self.stores["test"])
+        items = diagnose.balanced_items(np.asarray(store.labels), self.config.diagnose_count)
+        tokens, labels = store.batch(items, np.zeros_like(items))  # [B, N], [B]
+        model = load_generator(self.run_dir(arm, k) / CHECKPOINT).eval()
+        return {**diagnose.alignment_information(model, tokens, labels, read_codebook(self.tokenizer_dir)[0]),
+                "count": len(items)}
+
     # ------------------------------------------------------------ the plan
     def units(self) -> list[Unit]:
-        c = self.config
+        """Every unit of the study as far as the records so far decide it (the grid may still grow)."""
+        c, units_done = self.config, self.ledger.units
         units = [Unit("tokenizer", self.make_tokenizer, [("fixed", 900)]),
                  Unit("classifier", self.make_classifier, [("fixed", 300)]),
                  Unit("stores", self.make_stores, [("fixed", 120)]),
                  Unit("references", self.make_references, [("fixed", 120)])]
-        for k in range(max(c.seeds.values())):
-            for arm in ARMS:
-                if k >= c.seeds[arm]:
-                    continue
-                previous = 0
-                for step in self.steps:
-                    units.append(Unit(f"{arm}/{k}/step_{step}", self._bind(self.train_and_curve, arm, k, step, previous),
-                                      [(f"train:{arm}", step - previous), ("sample", c.curve_samples)]))
-                    previous = step
-                if k == 0:
-                    units += [Unit(f"{arm}/cfg_{g:g}", self._bind(self.cfg_point, arm, g), [("sample", c.val_samples)])
-                              for g in c.cfg_grid]
-                units.append(Unit(f"{arm}/{k}/final", self._bind(self.final, arm, k),
-                                  [("sample", c.final_samples + c.retok_samples)]))
+        matched = matched_grid(units_done, c) if c.matched_cfg else []
+        for arm, k in run_order(c):
+            previous = 0
+            for step in self.steps:
+                units.append(Unit(f"{arm}/{k}/step_{step}", self._bind(self.train_and_curve, arm, k, step, previous),
+                                  [(f"train:{arm}", step - previous), ("sample", c.curve_samples)]))
+                previous = step
+            if k == 0:
+                units += [Unit(f"{arm}/cfg_{g:g}", self._bind(self.cfg_point, arm, g), [("sample", c.val_samples)])
+                          for g in validation_grid(units_done, arm, c)]
+            units.append(Unit(f"{arm}/{k}/final", self._bind(self.final, arm, k),
+                              [("sample", c.final_samples + c.retok_samples)]))
+            chosen = units_done.get(f"{arm}/0/final", {}).get("cfg_scale")
+            units += [Unit(f"{arm}/{k}/test_cfg_{g:g}", self._bind(self.test_cfg_point, arm, k, g),
+                           [("sample", c.final_samples + c.retok_samples)]) for g in matched if g != chosen]
+            units.append(Unit(f"{arm}/{k}/alignment", self._bind(self.alignment, arm, k), [("fixed", 10)]))
         return units
 
     @staticmethod
@@ -354,11 +412,12 @@ def _run(config: StudyConfig) -> Path:
         if ledger.done(unit) and not folder.is_dir():
             raise FileNotFoundError(f"{ledger.path} records the {unit} but {folder} is missing; restore it (it is "
                                     "committed with the results) or set results=... and out=... for a new study")
-    units = study.units()
     began = time.perf_counter()
-    for unit in units:
-        if ledger.done(unit.key):
-            continue
+    while True:  # the plan is drawn again after every unit: the CFG grid's extension depends on results
+        units = study.units()
+        unit = next((u for u in units if not ledger.done(u.key)), None)
+        if unit is None:
+            break
         done = sum(ledger.done(u.key) for u in units)
         eta = estimate(units, ledger)
         print(f"[study {done}/{len(units)} done, {clock(time.perf_counter() - began)} this sitting, "

@@ -63,8 +63,13 @@ def describe(key: str, record: dict) -> str:
     if "fid" in record:
         parts.insert(0, f"FID {record['fid']:.2f} ({record['num_samples']} samples at CFG {record['cfg_scale']:g})")
     if "retok_consistency" in record:
-        parts.insert(1, f"class acc {record['class_accuracy']:.1%}, re-tokenization {record['retok_consistency']:.1%}, "
-                        f"correct tokens {record['correct_token_clean']:.1%} clean / {record['correct_token_noisy']:.1%} noisy")
+        parts.insert(1, f"class acc {record['class_accuracy']:.1%}, re-tokenization {record['retok_consistency']:.1%}")
+    if "correct_token_clean" in record:
+        parts.insert(2, f"correct tokens {record['correct_token_clean']:.1%} clean / {record['correct_token_noisy']:.1%} noisy")
+    if "implied_cosine" in record:
+        head = "-" if record["decode_head_cosine"] is None else f"{record['decode_head_cosine']:.3f}"
+        parts.insert(0, f"cosine to the next code: constant {record['constant_cosine']:.3f}, decode head {head}, "
+                        f"softmax-implied {record['implied_cosine']:.3f}")
     if key == "references":
         parts.insert(0, f"noise floor FID {record['noise_floor']['fid']:.2f}, training images FID "
                         f"{record['training_images']['fid']:.2f}, tokenizer rFID {record['tokenizer_rfid']:.2f}")
