@@ -392,7 +392,13 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     if not Path(args.config).is_file():
         raise FileNotFoundError(f"config {args.config} not found; run from the repository root or pass its path")
-    results = run_study(merge(StudyConfig, args.config, args.overrides), quick=args.quick)
+    config = merge(StudyConfig, args.config, args.overrides)
+    if args.report:
+        from rear.study.report import refresh
+
+        print(f"rewrote {refresh(config.results, args.config, Path(args.readme))}")
+        return
+    results = run_study(config, quick=args.quick)
     print(f"results: {results}")
 
 
@@ -594,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds.ar=5 train.steps=3200")
     study.add_argument("--quick", action="store_true",
                        help="the same pipeline on a budget of minutes, written under OUT-quick (never to results/)")
+    study.add_argument("--report", action="store_true",
+                       help="compute nothing: rewrite RESULTS/table.md, the plots and the study's block in the README "
+                       "(between its markers) from RESULTS/results.json")
+    study.add_argument("--readme", default="README.md", help="the README whose block --report rewrites")
     study.set_defaults(func=cmd_study)
     return parser
 

@@ -7,7 +7,9 @@ import pytest
 
 from rear.config import StudyConfig, merge
 from rear.study import ARMS, pipeline
-from rear.study.pipeline import chosen_cfg, quick_config, run_study, split_indices
+from rear.study.pipeline import quick_config, run_study, split_indices
+from rear.study import report
+from rear.study.plan import chosen_cfg, matched_grid, run_order, validation_grid
 from test_fashion_mnist import fake_fashion_mnist
 
 
@@ -202,3 +204,65 @@ def test_a_second_study_shares_the_instruments_and_leaves_out_ablations(finished
     assert "llama backbone" in (tmp_path / "results" / "table.md").read_text()
     with pytest.raises(ValueError, match="plain AR and reAR need one or more"):
         run_study(tiny_study(tmp_path, data, "seeds.rear=0"))
+
+
+def test_every_final_run_is_scored_at_every_cfg_of_the_grid(finished):
+    """Matched guidance: results.json's arms carry matched_cfg {cfg: {metric: one value per seed}}."""
+    root, _, config = finished
+    data = results(root)
+    assert data["matched_grid"] == config.cfg_grid
+    for arm, runs in config.seeds.items():
+        a = data["arms"][arm]
+        assert set(a["matched_cfg"]) == {f"{g:g}" for g in config.cfg_grid}
+        for g, point in a["matched_cfg"].items():
+            for name in ("fid", "is", "precision", "recall", "class_acc", "retok_consistency"):
+                assert len(point[name]) == runs and all(np.isfinite(point[name])), (arm, g, name)
+        chosen = f"{a['cfg_scale']:g}"
+        assert a["matched_cfg"][chosen]["fid"] == a["fid"]  # the final stands for the chosen CFG
+        for k in range(runs):
+            for g in config.cfg_grid:
+                key = f"{arm}/{k}/test_cfg_{g:g}"
+                assert (key in data["units"]) == (g != a["cfg_scale"]), key
+                if g != a["cfg_scale"]:
+                    unit = data["units"][key]
+                    assert unit["num_samples"] == config.final_samples and unit["cfg_scale"] == g
+        align = a["alignment"]
+        assert len(align["implied_cosine"]) == runs and len(align["constant_cosine"]) == runs
+        assert len(align["decode_head_cosine"]) == (runs if arm in ("embed", "rear") else 0)
+
+
+def test_ablations_run_after_plain_ar_and_rear():
+    config = merge(StudyConfig, {"seeds": {"ar": 2, "noisy": 1, "embed": 1, "rear": 3}})
+    assert run_order(config) == [("ar", 0), ("rear", 0), ("ar", 1), ("rear", 1), ("rear", 2), ("noisy", 0), ("embed", 0)]
+
+
+def test_the_grid_extends_until_the_minimum_is_interior():
+    config = merge(StudyConfig, {"cfg_grid": [1.0, 2.0], "cfg_grid_extension": [3.0, 4.0, 5.0]})
+
+    def scored(arm, fids):
+        return {f"{arm}/cfg_{g:g}": {"fid": f} for g, f in fids.items()}
+
+    assert validation_grid({}, "ar", config) == [1.0, 2.0]
+    assert validation_grid(scored("ar", {1: 5.0, 2: 4.0}), "ar", config) == [1.0, 2.0, 3.0]  # minimum at the edge
+    assert validation_grid(scored("ar", {1: 5.0, 2: 4.0, 3: 4.5}), "ar", config) == [1.0, 2.0, 3.0]  # interior now
+    assert validation_grid(scored("ar", {1: 5.0, 2: 4.0, 3: 3.5, 4: 3.0, 5: 2.0}), "ar", config) == [1, 2, 3, 4, 5]
+    assert validation_grid(scored("ar", {1: 3.0, 2: 4.0}), "ar", config) == [1.0, 2.0]
+    units = {**scored("ar", {1: 3.0, 2: 4.0}), **scored("rear", {1: 5.0, 2: 4.0, 3: 3.0})}
+    config = merge(config, {"seeds": {"ar": 1, "noisy": 0, "embed": 0, "rear": 1}})
+    assert matched_grid(units, config) == [1.0, 2.0, 3.0, 4.0]  # rear's extension is scored for both arms
+
+
+def test_report_rewrites_table_and_readme_from_results_json_alone(finished, tmp_path):
+    root, _, config = finished
+    shutil.copytree(root / "results", tmp_path / "results")
+    folder = tmp_path / "results"
+    (folder / "table.md").unlink()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n\n{report.BEGIN.format(folder, 'x.yaml')}\nstale\n{report.END}\n\nafter\n")
+    written = report.refresh(folder, "x.yaml", readme)
+    assert "README.md" in written and (folder / "table.md").is_file()
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("\nafter\n")
+    assert report.blocks(text)[0][2] == report.rendered_block(folder, "x.yaml")
+    assert "Matched guidance" in text and "sFID" not in text  # the tiny study computes no sFID
+    assert (folder / "fid_vs_cfg.png").is_file() and (folder / "pr_frontier.png").is_file()

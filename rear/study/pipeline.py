@@ -42,6 +42,7 @@ from rear.evaluation.samples import GRID, write_samples
 from rear.images import to_uint8
 from rear.study import report
 from rear.study.ledger import Ledger, as_json
+from rear.study.plan import chosen_cfg, eval_steps, matched_grid, run_order, validation_grid
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
 from rear.train.trainer import CHECKPOINT, train
@@ -83,47 +84,6 @@ def split_indices(labels: np.ndarray, config: StudyConfig) -> dict[str, np.ndarr
         parts["floor"].append(items[a:b])
         parts["train"].append(items[b : b + config.train_per_class] if config.train_per_class else items[b:])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
-
-
-def eval_steps(config: StudyConfig) -> list[int]:
-    """The optimizer steps at which every run is evaluated."""
-    steps = sorted({max(1, round(f * config.train.steps)) for f in config.eval_fractions})
-    if not config.eval_fractions or steps[-1] != config.train.steps or any(not 0 < f <= 1 for f in config.eval_fractions):
-        raise ValueError(f"eval_fractions {config.eval_fractions} must lie in (0, 1] and end with 1.0")
-    return steps
-
-
-def chosen_cfg(ledger: Ledger, arm: str, grid: list[float]) -> float:
-    """The grid value with the lowest validation FID (ties: the smaller scale)."""
-    return min(grid, key=lambda g: (ledger[f"{arm}/cfg_{g:g}"]["fid"], g))
-
-
-def validation_grid(units: dict[str, dict], arm: str, config: StudyConfig) -> list[float]:
-    """The CFG values the arm is scored at on validation: the grid, then each extension value while
-    every value so far is scored and the lowest FID sits at the largest."""
-    grid = list(config.cfg_grid)
-    for extra in config.cfg_grid_extension:
-        if not all(f"{arm}/cfg_{g:g}" in units for g in grid):
-            break
-        if min(grid, key=lambda g: (units[f"{arm}/cfg_{g:g}"]["fid"], g)) != max(grid):
-            break
-        grid.append(extra)
-    return grid
-
-
-def matched_grid(units: dict[str, dict], config: StudyConfig) -> list[float]:
-    """Every CFG any arm was (or is about to be) scored at on validation: the matched-guidance grid."""
-    arms = [arm for arm, runs in config.seeds.items() if runs]
-    return sorted({g for arm in arms for g in validation_grid(units, arm, config)})
-
-
-def run_order(config: StudyConfig) -> list[tuple[str, int]]:
-    """(arm, k) of every run: plain AR and reAR seed-major, then the ablations seed-major."""
-    main, ablations = ("ar", "rear"), ("noisy", "embed")
-    order = []
-    for arms in (main, ablations):
-        order += [(arm, k) for k in range(max(config.seeds[a] for a in arms)) for arm in arms if k < config.seeds[arm]]
-    return order
 
 
 @dataclass
@@ -289,7 +249,7 @@ class Study:
 
     def final(self, arm: str, k: int) -> dict:
         c, run = self.config, self.run_dir(arm, k)
-        cfg = chosen_cfg(self.ledger, arm, validation_grid(self.ledger.units, arm, c))
+        cfg = chosen_cfg(self.ledger.units, arm, validation_grid(self.ledger.units, arm, c))
         folder, model = run / "eval" / "final", load_generator(run / CHECKPOINT).eval()
         metrics, seconds = self.sample_and_score(model, run / CHECKPOINT, folder, c.final_samples, cfg, TEST_REF,
                                                  keep=True)
@@ -426,8 +386,8 @@ def _run(config: StudyConfig) -> Path:
         result = unit.run()
         ledger.record(unit.key, result, time.perf_counter() - started, lambda units: report.summarize(units, config))
         print(f"    {report.describe(unit.key, ledger[unit.key])}", flush=True)
-        report.write(config, ledger, study.out)
+        report.write(config, ledger.units, ledger.cpu_hours(), study.out)
     ledger.write(report.summarize(ledger.units, config))
-    report.write(config, ledger, study.out)
+    report.write(config, ledger.units, ledger.cpu_hours(), study.out)
     print(f"study complete: {ledger.path} ({ledger.cpu_hours():.2f} CPU-hours)", file=sys.stderr)
     return Path(config.results)
