@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rear.metrics import fid_from_features, inception_score, precision_recall
+from rear.metrics import fid_from_features, fid_sampling_error, frechet_distance, inception_score, precision_recall, statistics
 
 
 def test_fid_of_a_set_with_itself_is_zero():
@@ -88,3 +88,18 @@ def test_metric_inputs_are_checked():
         fid_from_features(np.random.rand(5, 3), np.random.rand(5, 4))
     with pytest.raises(ValueError, match="needs more than 3"):
         precision_recall(np.zeros((3, 2)), np.zeros((10, 2)))
+
+
+def test_fid_sampling_error_matches_the_spread_of_independent_draws():
+    """The bootstrap standard deviation from one sample set is close to the spread of FID over fresh sets."""
+    rng = np.random.default_rng(0)
+    F, n = 6, 400
+    mu, sigma = np.full(F, 0.3), np.eye(F)
+
+    def draw():
+        return rng.standard_normal((n, F)) * 1.2
+
+    spread = np.std([frechet_distance(*statistics(draw()), mu, sigma) for _ in range(60)], ddof=1)
+    estimates = [fid_sampling_error(draw(), mu, sigma, draws=40, seed=i) for i in range(5)]
+    assert 0.6 < np.median(estimates) / spread < 1.6
+    assert fid_sampling_error(np.repeat(rng.standard_normal((1, F)), n, 0), mu, sigma) == 0  # one point: no spread

@@ -1,4 +1,5 @@
 """Sample-quality metrics with the ADM evaluator's definitions."""
-from rear.metrics.scores import fid_from_features, frechet_distance, inception_score, precision_recall, statistics
+from rear.metrics.scores import (fid_from_features, fid_sampling_error, frechet_distance, inception_score,
+                                 precision_recall, statistics)
 
-__all__ = ["fid_from_features", "frechet_distance", "inception_score", "precision_recall", "statistics"]
+__all__ = ["fid_from_features", "fid_sampling_error", "frechet_distance", "inception_score", "precision_recall", "statistics"]

@@ -38,6 +38,16 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     return frechet_distance(*statistics(a), *statistics(b))
 
 
+def fid_sampling_error(features: np.ndarray, mu: np.ndarray, sigma: np.ndarray, draws: int = 20, seed: int = 0) -> float:
+    """Standard deviation of FID over `draws` bootstrap resamples of the sample features [n, F] against
+    fixed reference statistics: how much a score moves with the draw of the samples alone."""
+    features = np.asarray(features, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    fids = [frechet_distance(*statistics(features[rng.integers(0, len(features), len(features))]), mu, sigma)
+            for _ in range(draws)]
+    return float(np.std(fids, ddof=1))
+
+
 def inception_score(probs: np.ndarray, splits: int = 10) -> float:
     """exp(E_x KL(p(y|x) || p(y))), averaged over `splits` equal chunks (ADM / Salimans et al.)."""
     probs = np.asarray(probs, dtype=np.float64)

@@ -40,6 +40,7 @@ from rear.evaluation.classifier import load_classifier, train_classifier
 from rear.evaluation.evaluate import load_images, load_reference, save_reference, score, to_classifier_input
 from rear.evaluation.samples import GRID, write_samples
 from rear.images import to_uint8
+from rear.metrics import fid_sampling_error
 from rear.study import report
 from rear.study.ledger import Ledger, as_json
 from rear.study.plan import chosen_cfg, eval_steps, matched_grid, run_order, validation_grid
@@ -140,7 +141,8 @@ class Study:
         features = self.embed(images)
         if not self.config.sfid:
             features.pop("spatial")
-        return score(features, reference, labels)
+        return {**score(features, reference, labels),
+                "fid_sampling_sd": fid_sampling_error(features["pool"], reference["mu"], reference["sigma"])}
 
     @cached_property
     def references(self) -> dict[str, dict[str, np.ndarray]]:

@@ -59,10 +59,11 @@ def summarize(units: dict[str, dict], config: StudyConfig) -> dict:
         arms[arm] = {
             "seeds": [config.train.seed + k for k, _ in finals],
             **{name: _values([r for _, r in finals], key) for name, key in METRICS.items()},
+            "fid_sampling_sd": _values([r for _, r in finals], "fid_sampling_sd"),
             "cfg_scale": chosen,
             "cfg_grid_validation_fid": {f"{g:g}": units[f"{arm}/cfg_{g:g}"]["fid"] for g in scored},
             "cfg_interior": None if chosen is None else chosen != max(scored),
-            "matched_cfg": {g: {name: _values(records, METRICS[name]) for name in MATCHED}
+            "matched_cfg": {g: {name: _values(records, METRICS.get(name, name)) for name in (*MATCHED, "fid_sampling_sd")}
                             for g, records in points.items()},
             "alignment": {name: _values(aligned, name) for name in ALIGNMENT},
             "curve": {"steps": steps, "seeds": [config.train.seed + k for k in range(runs)],
@@ -180,6 +181,17 @@ def results_table(summary: dict, config: StudyConfig) -> list[str]:
     for arm, a in arms.items():
         cfg = "-" if a["cfg_scale"] is None else f"{a['cfg_scale']:g}" + ("" if a["cfg_interior"] else " (edge)")
         lines.append(_row([NAMES[arm], f"{len(a['fid'])}/{config.seeds[arm]}", cfg] + [_cell(a, n) for n in names]))
+    noise = [v for a in arms.values() for v in a["fid_sampling_sd"]]
+    seeds = {arm: np.std(a["fid"], ddof=1) for arm, a in arms.items() if len(a["fid"]) > 1}
+    if noise:
+        lines += ["", f"FID's own sampling error at {config.final_samples} samples (standard deviation over 20 bootstrap "
+                  f"resamples of each run's samples): {np.mean(noise):.3f} on average (max {max(noise):.3f})"
+                  + (", against a seed-to-seed standard deviation of " + ", ".join(
+                      f"{v:.3f} ({NAMES[arm]})" for arm, v in seeds.items()) if seeds else "")
+                  + (("" if not seeds else ": smaller than the seed spread, so the seeds, not the sample count, set the "
+                      "error of the differences below" if np.mean(noise) < min(seeds.values()) else
+                      ": not smaller than the seed spread, so more samples per point would sharpen the comparison")
+                     + ".")]
     base = arms["ar"]
     rows = [arm for arm, a in arms.items() if arm != "ar" and a["fid"]]
     if base["fid"] and rows:
