@@ -26,9 +26,12 @@ demo: $(VENV)/.installed fashion-mnist
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# AR vs reAR and the two ablations, several seeds (README: "Does reAR work here?"); rerun to continue
+# AR vs reAR and the two ablations, several seeds, on two backbones and two code sizes (README: "Does
+# reAR work here?"); rerun to continue. The RAR study goes first: the others share its instruments.
 study: $(VENV)/.installed fashion-mnist
 	$(PY) -m rear study configs/fmnist/study.yaml
+	$(PY) -m rear study configs/fmnist/study_llama.yaml
+	$(PY) -m rear study configs/fmnist/study_z64.yaml
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_sampling.py

@@ -5,16 +5,16 @@ the target code vectors e(x_i) (the easy part of the alignment loss), the decode
 the cosine of the code direction the generator's own softmax already implies (sum_k p_k e_k). When
 the last two are equal, the decode head knows nothing the logits did not, and its loss is redundant.
 
-    python benchmarks/alignment_information.py runs/study/fashion_mnist/runs/embed-0/checkpoint \
+    python benchmarks/alignment_information.py runs/study/fashion_mnist/runs/rear-0/checkpoint \
         --tokenizer results/fashion_mnist/tokenizer --heldout results/fashion_mnist/store-test
+
+`rear study` records the same measurement for every final run (units `<arm>/<k>/alignment`).
 """
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from rear.checkpoint import load_generator
 from rear.data.store import TokenStore
@@ -24,25 +24,21 @@ from rear.tokenizer.load import read_codebook
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a generator trained with the decode alignment head")
+    parser.add_argument("checkpoint", help="a generator (with or without the decode alignment head)")
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--heldout", required=True, help="a token store of held-out images")
-    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--count", type=int, default=2000)
     args = parser.parse_args()
-    codebook = F.normalize(read_codebook(args.tokenizer)[0], dim=-1)  # [K, Z]
     store = TokenStore(args.heldout)
     items = diagnose.balanced_items(np.asarray(store.labels), args.count, 0)
     tokens, labels = store.batch(items, np.zeros_like(items))  # [B, N], [B]
-    target = codebook[tokens]  # [B, N, Z]
-    model = load_generator(args.checkpoint).eval()
-    with torch.no_grad():
-        constant = F.normalize(target.mean(0), dim=-1)  # [N, Z]: the best direction per position, in hindsight
-        implied = F.normalize(model.logits(tokens, labels).softmax(-1) @ codebook, dim=-1)  # [B, N, Z]
-        head = diagnose.decode_cosine(model, tokens, labels, codebook)
+    codebook = read_codebook(args.tokenizer)[0]  # [K, Z]
+    result = diagnose.alignment_information(load_generator(args.checkpoint).eval(), tokens, labels, codebook)
+    head = "-" if result["decode_head_cosine"] is None else f"{result['decode_head_cosine']:.3f}"
     print(f"code dimension Z = {codebook.shape[1]}, {codebook.shape[0]} codes, {len(items)} held-out images")
-    print(f"cosine to e(x_i) of a constant per position:         {(target * constant).sum(-1).mean():.3f}")
-    print(f"cosine to e(x_i) of the decode alignment head:       {head:.3f}")
-    print(f"cosine to e(x_i) of the direction the logits imply:  {(target * implied).sum(-1).mean():.3f}")
+    print(f"cosine to e(x_i) of a constant per position:         {result['constant_cosine']:.3f}")
+    print(f"cosine to e(x_i) of the decode alignment head:       {head}")
+    print(f"cosine to e(x_i) of the direction the logits imply:  {result['implied_cosine']:.3f}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,28 @@ def test_diagnostics_on_a_tiny_model():
     model = random_generator(codebook_size=16, num_classes=5, num_tokens=4, align={"code_dim": 8, "decode_layer": 1})
     cosine = diagnose.decode_cosine(model, tokens, labels, tokenizer.quantize.embedding.weight)
     assert -1.0 <= cosine <= 1.0
+
+
+def test_alignment_information_against_direct_sums():
+    """The three cosines to the next token's code, recomputed term by term; no head: None."""
+    model = random_generator(codebook_size=16, num_classes=5, num_tokens=4, align={"code_dim": 8, "decode_layer": 1})
+    codebook = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    tokens, labels = torch.randint(0, 16, (6, 4), generator=torch.Generator().manual_seed(2)), torch.arange(6) % 5
+    info = diagnose.alignment_information(model, tokens, labels, codebook)
+    unit = codebook / codebook.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        p = model.logits(tokens, labels).softmax(-1)  # [B, N, K]
+    implied, constant = [], []
+    for b in range(6):
+        for i in range(4):
+            target = unit[tokens[b, i]]
+            direction = sum(p[b, i, k] * unit[k] for k in range(16))
+            implied.append(float(direction @ target / direction.norm()))
+            mean = unit[tokens[:, i]].mean(0)
+            constant.append(float(mean @ target / mean.norm()))
+    assert info["implied_cosine"] == pytest.approx(np.mean(implied), abs=1e-5)
+    assert info["constant_cosine"] == pytest.approx(np.mean(constant), abs=1e-5)
+    assert info["decode_head_cosine"] == pytest.approx(diagnose.decode_cosine(model, tokens, labels, codebook))
+    assert info["code_dim"] == 8
+    plain = random_generator(codebook_size=16, num_classes=5, num_tokens=4, align={"encode": False, "decode": False})
+    assert diagnose.alignment_information(plain, tokens, labels, codebook)["decode_head_cosine"] is None

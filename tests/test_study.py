@@ -201,7 +201,7 @@ def test_a_second_study_shares_the_instruments_and_leaves_out_ablations(finished
     assert not any(key.startswith(("noisy/", "embed/")) for key in data["units"])
     assert data["tokenizer"] == results(root)["tokenizer"]
     assert not (tmp_path / "results" / "tokenizer").exists()
-    assert "llama backbone" in (tmp_path / "results" / "table.md").read_text()
+    assert "Llama backbone" in (tmp_path / "results" / "table.md").read_text()
     with pytest.raises(ValueError, match="plain AR and reAR need one or more"):
         run_study(tiny_study(tmp_path, data, "seeds.rear=0"))
 
@@ -266,3 +266,38 @@ def test_report_rewrites_table_and_readme_from_results_json_alone(finished, tmp_
     assert report.blocks(text)[0][2] == report.rendered_block(folder, "x.yaml")
     assert "Matched guidance" in text and "sFID" not in text  # the tiny study computes no sFID
     assert (folder / "fid_vs_cfg.png").is_file() and (folder / "pr_frontier.png").is_file()
+
+
+def fake_units(config, fid, seeds=3):
+    """Records of a finished study whose every score comes from `fid(arm, k, cfg)` (other metrics fixed)."""
+    units = {}
+    for arm in ("ar", "rear"):
+        for g in config.cfg_grid:
+            units[f"{arm}/cfg_{g:g}"] = {"fid": fid(arm, 0, g)}
+        chosen = min(config.cfg_grid, key=lambda g: (fid(arm, 0, g), g))
+        for k in range(seeds):
+            for g in config.cfg_grid:
+                record = {"fid": fid(arm, k, g), "sfid": 50.0 + k, "inception_score": 4.0, "precision": 0.8,
+                          "recall": 0.5 + 0.01 * k, "class_accuracy": 0.9, "retok_consistency": 0.4,
+                          "fid_sampling_sd": 0.05, "cfg_scale": g}
+                if g == chosen:
+                    units[f"{arm}/{k}/final"] = {**record, "correct_token_clean": 0.15, "correct_token_noisy": 0.1}
+                else:
+                    units[f"{arm}/{k}/test_cfg_{g:g}"] = record
+    return units
+
+
+def test_the_verdict_reads_the_matched_differences():
+    config = merge(StudyConfig, {"cfg_grid": [1.0, 2.0, 4.0], "seeds": {"ar": 3, "noisy": 0, "embed": 0, "rear": 3}})
+
+    def fid(arm, k, g):  # reAR: 2 better at CFG 1 and 4, level at 2; it chooses 4 where plain AR chooses 2
+        offset = {1.0: -2.0, 2.0: 0.01, 4.0: -2.0}[g] if arm == "rear" else 0.0
+        return {1.0: 10.0, 2.0: 8.0, 4.0: 9.0}[g] + 0.1 * k + offset
+
+    summary = report.summarize(fake_units(config, fid), config)
+    assert summary["complete"] and summary["arms"]["rear"]["cfg_scale"] == 4.0 and summary["arms"]["ar"]["cfg_scale"] == 2.0
+    text = "\n".join(report.verdict(summary, config))
+    assert "- FID: reAR better at CFG 1, 4; worse at none; level at 2." in text
+    assert "- sFID: reAR better at CFG none; worse at none; level at 1, 2, 4." in text
+    assert "+0.01 ± 0.08 with both at plain AR's CFG and -2.00 ± 0.08 with both at reAR's" in text
+    assert "-1.00 ± 0.08 with each arm at its own CFG (plain AR 2, reAR 4)" in text

@@ -247,6 +247,37 @@ def matched_difference_table(summary: dict, config: StudyConfig) -> list[str]:
     return lines
 
 
+def verdict(summary: dict, config: StudyConfig) -> list[str]:
+    """The matched-guidance answer in words, computed: for each metric, the CFGs at which reAR is better
+    or worse than plain AR by more than two standard errors, and the FID gap at each arm's CFG."""
+    arms = summary["arms"]
+    if not _any_matched(summary):
+        return []
+    ar, rear = arms["ar"], arms["rear"]
+    lines = ["At equal guidance (the matched table above; a difference counts when it exceeds two standard errors, "
+             "which needs two or more seeds per arm):", ""]
+    for name in [n for n in column_order(arms) if n in MATCHED]:
+        better, worse_at, level = [], [], []
+        for g in summary["matched_grid"]:
+            a, b = ar["matched_cfg"][f"{g:g}"][name], rear["matched_cfg"][f"{g:g}"][name]
+            diff, error = difference(b, a)
+            if math.isnan(diff) or math.isnan(error):
+                continue
+            (level if abs(diff) <= 2 * error else worse_at if worse(name, diff) else better).append(f"{g:g}")
+        if better or worse_at or level:
+            lines.append(f"- {SHOWN[name][0]}: reAR better at CFG {', '.join(better) or 'none'}; worse at "
+                         f"{', '.join(worse_at) or 'none'}; level at {', '.join(level) or 'none'}.")
+    own, g_ar, g_rear = difference(rear["fid"], ar["fid"]), ar["cfg_scale"], rear["cfg_scale"]
+    at = {g: ar["matched_cfg"].get(f"{g:g}") and rear["matched_cfg"].get(f"{g:g}") for g in (g_ar, g_rear) if g is not None}
+    if not math.isnan(own[0]) and all(at.values()) and len(at) == len({g_ar, g_rear}):
+        gaps = {g: shown_difference(rear["matched_cfg"][f"{g:g}"]["fid"], ar["matched_cfg"][f"{g:g}"]["fid"], "fid")
+                for g in at}
+        lines += ["", f"How much of reAR's FID gain is guidance: reAR - plain AR is {shown_difference(rear['fid'], ar['fid'], 'fid')} "
+                  f"with each arm at its own CFG (plain AR {g_ar:g}, reAR {g_rear:g}), {gaps[g_ar]} with both at "
+                  f"plain AR's CFG and {gaps[g_rear]} with both at reAR's."]
+    return lines if len(lines) > 2 else []
+
+
 def matched_means_tables(summary: dict, config: StudyConfig) -> list[str]:
     """Per metric, each arm's mean ± std over seeds at every CFG of the matched grid."""
     arms, lines = summary["arms"], []
@@ -308,7 +339,7 @@ def selection_table(summary: dict, config: StudyConfig) -> list[str]:
 
 
 def title(config: StudyConfig) -> str:
-    backbone = config.train.generator.backbone.value
+    backbone = {"rar": "RAR", "llama": "Llama"}[config.train.generator.backbone.value]
     return f"Fashion-MNIST study, {backbone} backbone, {config.tokenizer.model.code_dim}-dim codes"
 
 
@@ -317,7 +348,7 @@ def table(summary: dict, config: StudyConfig, cpu_hours: float, commit) -> str:
     status = "complete" if summary["complete"] else "**unfinished** (figures below cover the finished units only)"
     lines = [f"# {title(config)} (`rear study`)", "", f"Status: {status}; {cpu_hours:.2f} CPU-hours so far; commit {commit}.", ""]
     lines += results_table(summary, config) + references_line(summary, config)
-    for part in (matched_difference_table, matched_means_tables, alignment_table, curve_table, selection_table):
+    for part in (matched_difference_table, verdict, matched_means_tables, alignment_table, curve_table, selection_table):
         block = part(summary, config)
         lines += ([""] if block and block[0] else []) + block
     return "\n".join(lines) + "\n"
@@ -330,12 +361,17 @@ def readme_block(summary: dict, config: StudyConfig, cpu_hours: float, folder: s
     lines = [f"#### {title(config)}", "", f"`{folder}/`: {status}; {cpu_hours:.2f} CPU-hours recorded. "
              f"All figures: [{folder}/table.md]({folder}/table.md).", ""]
     lines += results_table(summary, config) + references_line(summary, config)
-    for part in (matched_difference_table, alignment_table, selection_table):
+    for part in (matched_difference_table, verdict, alignment_table, selection_table):
         block = part(summary, config)
         lines += ([""] if block else []) + block
     plots = [name for name in ("fid_vs_cfg.png", "pr_frontier.png") if (Path(folder) / name).is_file()]
     if plots:
         lines += ["", " ".join(f"![{name}]({folder}/{name})" for name in plots)]
+    grids = [arm for arm in summary["arms"] if (Path(folder) / f"grid_{arm}.png").is_file()]
+    if grids:
+        lines += ["", "Samples of each arm's first run at its chosen CFG, one row per class:", "",
+                  _row([NAMES[arm] for arm in grids]), _rule(len(grids)),
+                  _row([f"![]({folder}/grid_{arm}.png)" for arm in grids])]
     return "\n".join(lines)
 
 
@@ -348,8 +384,11 @@ def load(folder: str | Path) -> tuple[dict, StudyConfig, dict]:
 
 def rendered_block(folder: str | Path, config_path: str) -> str:
     """The README block of the study in `folder`, markers included."""
-    summary, config, data = load(folder)
-    body = readme_block(summary, config, data["cpu_hours"], str(folder))
+    if (Path(folder) / "results.json").is_file():
+        summary, config, data = load(folder)
+        body = readme_block(summary, config, data["cpu_hours"], str(folder))
+    else:
+        body = f"`{folder}/`: not started (`rear study {config_path}`)."
     return f"{BEGIN.format(folder, config_path)}\n{body}\n{END}"
 
 
@@ -464,11 +503,11 @@ def refresh(folder: str | Path, config_path: str, readme: Path) -> str:
     """`rear study CONFIG --report`: table.md, the plots (not the training curves: the scratch runs
     may be another sitting's) and the README block rewritten from the committed results.json alone
     (nothing computed); returns what was written."""
-    if not (Path(folder) / "results.json").is_file():
-        raise FileNotFoundError(f"{Path(folder) / 'results.json'} not found: run the study first (or check results=...)")
-    _, config, data = load(folder)
-    write(merge(config, {"results": str(folder)}), data["units"], data["cpu_hours"], None)
-    written = f"{folder}/table.md and plots"
+    written = f"nothing in {folder} (no results.json: the study has not started)"
+    if (Path(folder) / "results.json").is_file():
+        _, config, data = load(folder)
+        write(merge(config, {"results": str(folder)}), data["units"], data["cpu_hours"], None)
+        written = f"{folder}/table.md and plots"
     if update_readme(readme, str(folder), config_path):
         written += f", the block in {readme}"
     return written
