@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from rear.config import GeneratorConfig, SampleConfig, merge, to_dict
 from rear.generator import Generator, build_generator
-from rear.hub import model_card, resolve, write_card
+from rear.hub import CardInfo, model_card, read_card_info, resolve, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 
 GENERATION = "generation_config.json"
@@ -47,8 +47,15 @@ def read_generation(directory: str | Path) -> Optional[Generation]:
 def save_generator(model: Generator, directory: str | Path, sample: Optional[SampleConfig] = None,
                    class_names: Optional[Sequence[str]] = None, training: Optional[dict] = None,
                    metrics: Optional[dict] = None) -> Path:
-    """Save weights (safetensors), config (JSON), given `sample` the generation config, and a model
-    card (README.md, with `training` and `metrics` where known) to `directory`, replacing it atomically."""
+    """Save weights (safetensors), config (JSON), the generation config, and a model card (README.md and
+    card.json, with `training` and `metrics` where known) to `directory`, replacing it atomically. What
+    is not given is what the model was loaded with (`model.generation`, `model.card_info`), so a
+    load/save round trip keeps the sampling settings, class names, training record and metrics."""
+    loaded = model.generation
+    if sample is None and loaded is not None:
+        sample, class_names = loaded.sample, loaded.class_names if class_names is None else class_names
+    info = CardInfo(training if training is not None else model.card_info.training,
+                    metrics if metrics is not None else model.card_info.metrics)
 
     def build(folder: Path) -> None:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -56,7 +63,7 @@ def save_generator(model: Generator, directory: str | Path, sample: Optional[Sam
         (folder / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
         if sample is not None:
             write_generation(folder, sample, class_names)
-        write_card(folder, generator_card(model, sample, class_names, training, metrics))
+        write_card(folder, generator_card(model, sample, class_names, info.training, info.metrics), info)
 
     replace_dir(build, Path(directory))
     return Path(directory)
@@ -87,4 +94,5 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
     config = merge(GeneratorConfig, str(directory / CONFIG))
     model = build_generator(config)
     load_state(model, read_tensors(directory / WEIGHTS), str(directory / WEIGHTS))
+    model.generation, model.card_info = read_generation(directory), read_card_info(directory)
     return model.to(device)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from rear import threads
 
 TOKENIZER_HELP = ("a folder from `rear tokenizer train`, maskgit-vqgan-imagenet-f16-256.bin, a TiTok (its Hugging Face "
                   "folder or .bin) or AliTok.pth")
@@ -29,6 +31,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from rear.tokenizer.train import source_images, train_tokenizer
 
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
+    config.threads = threads.use("tokenizer train", args.threads, config.threads)
     if Path(config.out).exists() and not args.force:
         raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
     root, _ = parse_source(args.source)
@@ -83,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from rear.train.trainer import train
 
     config = merge(TrainConfig, args.config, args.overrides)
+    config.threads = threads.use("train", args.threads, config.threads, announce=os.environ.get("RANK", "0") == "0")
     checkpoint = train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {checkpoint}")
 
@@ -153,6 +157,13 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="(" + default % d.temperature + ")")
     parser.add_argument("--top-k", type=int, help="(" + default % d.top_k + ")")
     parser.add_argument("--top-p", type=float, help="(" + default % d.top_p + ")")
+
+
+def _add_threads_flag(parser: argparse.ArgumentParser, configured: bool = False) -> None:
+    """--threads; `configured`: the command's config has its own `threads`, which the flag overrides."""
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: " + (
+        "the config's threads if set, else " if configured else "") + "the cores the load average leaves free)")
+    parser.set_defaults(threads_in_config=configured)
 
 
 def _add_speed_flags(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +274,7 @@ def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.evaluation.classifier import train_classifier
 
     _refuse_existing(args.out, args.overwrite)
+    merge(ClassifierConfig, args.overrides)  # a mistaken key or value fails here, before any data is read
     root, _ = parse_source(args.source)
     parts = ("fashion-mnist:train", "fashion-mnist:test") if root == "fashion-mnist" else (f"{root}:train", f"{root}:heldout")
     chosen = {o.split("=", 1)[0] for o in args.overrides}
@@ -398,6 +410,7 @@ def cmd_study(args: argparse.Namespace) -> None:
 
         print(f"rewrote {refresh(config.results, args.config, Path(args.readme))}")
         return
+    config.threads = threads.use("study", args.threads, config.threads)
     results = run_study(config, quick=args.quick)
     print(f"results: {results}")
 
@@ -423,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tokenizer-config", default="configs/fmnist/tokenizer_demo.yaml")
     demo.add_argument("--config", default="configs/fmnist/demo.yaml", help="generator training config")
     demo.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
+    _add_threads_flag(demo)
     demo.set_defaults(func=cmd_demo)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer commands (train)",
@@ -440,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "from the images unless the config sets model.channels")
     tok_train.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     tok_train.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _add_threads_flag(tok_train, configured=True)
     tok_train.set_defaults(func=cmd_tokenizer_train)
 
     info = commands.add_parser("info", help="list generator presets and their parameter counts",
@@ -469,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint exactly")
     train.add_argument("--overwrite", action="store_true",
                        help="replace the logs, loss plot and grids of an earlier run in OUT_DIR that left no checkpoint")
+    _add_threads_flag(train, configured=True)
     train.set_defaults(func=cmd_train)
 
     pretok = commands.add_parser(
@@ -484,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretok.add_argument("--no-flip", action="store_true", help="one view per image (no mirrored copy): half the time")
     pretok.add_argument("--batch-size", type=int, help="images per encoder batch (default: rear.data.store.pretokenize's)")
     pretok.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    _add_threads_flag(pretok)
     pretok.set_defaults(func=cmd_pretokenize)
 
     preview = commands.add_parser("preview", help="decode a few stored entries into a PNG grid",
@@ -492,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", default="outputs/store_preview.png")
     preview.add_argument("--count", type=int, default=8, help="items to show (default: %(default)s)")
     preview.add_argument("--tokenizer", help="tokenizer (default: the one named in the manifest)")
+    _add_threads_flag(preview)
     preview.set_defaults(func=cmd_preview)
 
     sample = commands.add_parser(
@@ -508,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace samples in OUT made by other weights or settings (default: refuse)")
     _add_sampling_flags(sample)
     _add_speed_flags(sample)
+    _add_threads_flag(sample)
     sample.set_defaults(func=cmd_sample)
 
     serve = commands.add_parser(
@@ -519,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="(default %(default)s)")
     serve.add_argument("--max-images", type=int, default=64, help="most images per request (default %(default)s)")
+    _add_threads_flag(serve)
     serve.set_defaults(func=cmd_serve)
 
     repro = commands.add_parser(
@@ -536,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--overwrite", action="store_true", help="replace samples of other weights or settings in --out")
     _add_sampling_flags(repro)
     _add_speed_flags(repro)
+    _add_threads_flag(repro)
     repro.set_defaults(func=cmd_reproduce)
 
     evaluation = commands.add_parser("eval", help="score samples (score), reference statistics (stats), "
@@ -552,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extractor_flags(score)
     score.add_argument("--out", help="metrics JSON (default: metrics.json beside the samples)")
     score.add_argument("--data-dir")
+    _add_threads_flag(score)
     score.set_defaults(func=cmd_eval_score)
     stats = eval_commands.add_parser("stats", help="save reference statistics of a dataset",
                                      description="Compute and save reference statistics (.npz) of a dataset split, folder or .npz.")
@@ -560,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--out", required=True)
     stats.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     stats.add_argument("--data-dir")
+    _add_threads_flag(stats)
     stats.set_defaults(func=cmd_eval_stats)
     clf = eval_commands.add_parser("train-classifier", help="train a domain classifier on Fashion-MNIST or a folder",
                                    description="Train the domain classifier whose features replace InceptionV3 on small data.")
@@ -570,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--out", default="runs/classifier")
     clf.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     clf.add_argument("--data-dir")
+    _add_threads_flag(clf)
     clf.set_defaults(func=cmd_eval_classifier)
 
     diagnose = commands.add_parser(
@@ -588,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--data-dir")
     diagnose.add_argument("--out", help="also write the results to this JSON file")
     _add_sampling_flags(diagnose)
+    _add_threads_flag(diagnose)
     diagnose.set_defaults(func=cmd_diagnose)
 
     study = commands.add_parser(
@@ -604,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compute nothing: rewrite RESULTS/table.md, the plots and the study's block in the README "
                        "(between its markers) from RESULTS/results.json")
     study.add_argument("--readme", default="README.md", help="the README whose block --report rewrites")
+    _add_threads_flag(study, configured=True)
     study.set_defaults(func=cmd_study)
     return parser
 
@@ -622,6 +648,8 @@ def main(argv: list[str] | None = None) -> None:
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
     try:
+        if hasattr(args, "threads") and not args.threads_in_config:
+            threads.use(args.command, args.threads, announce=os.environ.get("RANK", "0") == "0")
         args.func(args)
     except KeyboardInterrupt as interrupt:
         if debug:

@@ -8,11 +8,30 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CARD = "README.md"
+CARD_INFO = "card.json"  # the card's training and metrics as data, so that a load/save round trip keeps them
+
+
+@dataclass
+class CardInfo:
+    """What a saved model records of its making beside its weights: shown in its card, kept on re-save."""
+
+    training: Optional[dict] = None
+    metrics: Optional[dict] = None
+
+
+def read_card_info(folder: str | Path) -> CardInfo:
+    """The folder's card.json, or an empty record where it has none."""
+    path = Path(folder) / CARD_INFO
+    if not path.is_file():
+        return CardInfo()
+    data = json.loads(path.read_text())
+    return CardInfo(data.get("training"), data.get("metrics"))
 
 
 def resolve(name: str | Path) -> Path:
@@ -52,5 +71,8 @@ def model_card(title: str, summary: str, cls: str, config: dict, training: Optio
     return "\n".join(lines)
 
 
-def write_card(folder: Path, card: str) -> None:
+def write_card(folder: Path, card: str, info: CardInfo | None = None) -> None:
+    """README.md, and card.json with `info`'s training and metrics when any is known."""
     (Path(folder) / CARD).write_text(card)
+    if info is not None and (info.training or info.metrics):
+        (Path(folder) / CARD_INFO).write_text(json.dumps({"training": info.training, "metrics": info.metrics}, indent=2))

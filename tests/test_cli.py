@@ -101,3 +101,51 @@ def test_progress_in_a_file_is_sparse(tmp_path):
         subprocess.run([sys.executable, "-c", script], stderr=log, check=True)
     text = (tmp_path / "log.txt").read_text()
     assert text.count("\r") <= 3 and "2000/2000" in text and "█" not in text
+
+
+COMPUTING = (["demo"], ["tokenizer", "train"], ["train"], ["pretokenize"], ["preview"], ["sample"], ["serve"],
+             ["reproduce"], ["eval", "score"], ["eval", "stats"], ["eval", "train-classifier"], ["diagnose"], ["study"])
+
+
+@pytest.mark.parametrize("command", COMPUTING, ids=" ".join)
+def test_every_computing_command_takes_threads(command, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+def test_threads_policy_and_announcement(monkeypatch, capsys):
+    import torch
+
+    from rear import threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+        assert threads.default_threads() == (3, "4 cores, load 1.2")  # one core taken by the load
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert threads.default_threads()[0] == 1  # three free cores shared by two ranks
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+        assert threads.default_threads()[0] == 1  # never below one
+        assert threads.use("sample", 2) == 2 and torch.get_num_threads() == 2
+        assert threads.use("study", None, configured=1) == 1
+        out = capsys.readouterr().out
+        assert "rear sample: 2 CPU threads (--threads" in out and "rear study: 1 CPU thread (the config's threads" in out
+        with pytest.raises(ValueError, match="--threads must be at least 1"):
+            threads.use("sample", 0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_command_announces_and_sets_its_threads(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit):
+            main(["eval", "score", str(tmp_path / "missing.npz"), "--reference", "x", "--classifier", "c",
+                  "--threads", "1"])
+        assert "rear eval: 1 CPU thread (--threads" in capsys.readouterr().out and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -11,7 +11,7 @@ from conftest import BACKBONE_PRESETS, random_generator, tiny_conv_vq
 from rear import Generator, VQTokenizer
 from rear.checkpoint import read_generation, save_generator
 from rear.cli import main
-from rear.config import SampleConfig
+from rear.config import SampleConfig, TrainConfig
 from rear.hub import resolve
 from test_alitok import tiny_alitok
 
@@ -169,3 +169,50 @@ def test_reproduce_writes_every_setting_beside_the_samples(tmp_path, monkeypatch
     with np.load(tmp_path / "r" / "samples.npz") as samples:
         assert samples["arr_0"].shape == (6, 8, 8, 3)
     assert '"fid"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("preset", BACKBONE_PRESETS)
+def test_a_reloaded_generator_saves_everything_it_carried(tmp_path, preset):
+    """from_pretrained -> save_pretrained keeps the sampling settings, class names, training and metrics."""
+    sample = SampleConfig(cfg_scale=3.0, cfg_power=1.5)
+    random_generator(preset=preset).save_pretrained(tmp_path / "a", sample, ["a", "b", "c", "d", "e"],
+                                                    training={"steps": 7}, metrics={"FID": 9.75})
+    Generator.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+    Generator.from_pretrained(tmp_path / "b").save_pretrained(tmp_path / "c")  # and again
+    generation = read_generation(tmp_path / "c")
+    assert generation.sample == sample and generation.class_names == ["a", "b", "c", "d", "e"]
+    card = (tmp_path / "c" / "README.md").read_text()
+    assert "| steps | 7 |" in card and "| FID | 9.75 |" in card and "| cfg_scale | 3.0 |" in card
+    again = Generator.from_pretrained(tmp_path / "c")
+    again.save_pretrained(tmp_path / "d", metrics={"FID": 8.5})  # what is given replaces what was carried
+    card = (tmp_path / "d" / "README.md").read_text()
+    assert "| FID | 8.5 |" in card and "| steps | 7 |" in card and read_generation(tmp_path / "d").sample == sample
+
+
+def test_a_training_checkpoint_round_trip_keeps_its_record(tmp_path):
+    """What `rear train` writes (settings, class names, training record) survives a re-save."""
+    from rear.train.state import save_training
+
+    model = random_generator(codebook_size=16, num_classes=2, num_tokens=4)
+    config = TrainConfig(store="s", tokenizer="t", steps=9)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_training(tmp_path / "ck", model, None, optimizer, 9, [], config, class_names=["cat", "dog"])
+    Generator.from_pretrained(tmp_path / "ck").save_pretrained(tmp_path / "out")
+    assert read_generation(tmp_path / "out").class_names == ["cat", "dog"]
+    assert "| steps | 9 of 9 |" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_trained_tokenizer_keeps_its_metrics_on_re_save(tmp_path):
+    from rear.config import TokenizerTrainConfig, merge
+    from rear.tokenizer.train import train_tokenizer
+
+    config = merge(TokenizerTrainConfig, {"out": str(tmp_path / "tok"), "steps": 2, "batch_size": 4, "eval_size": 4,
+                                          "threads": 1, "model": {"codebook_size": 8, "code_dim": 4,
+                                                                  "widths": [4, 4, 8], "res_blocks": [0, 0, 0],
+                                                                  "groups": 2}})
+    metrics = train_tokenizer(config, torch.rand(16, 1, 32, 32), torch.rand(4, 1, 32, 32), progress=False)
+    VQTokenizer.from_pretrained(tmp_path / "tok").save_pretrained(tmp_path / "again")
+    VQTokenizer.from_pretrained(tmp_path / "again").save_pretrained(tmp_path / "third")
+    card = (tmp_path / "third" / "README.md").read_text()
+    assert f"| psnr | {metrics['psnr']} |" in card and "| config |" in card
+    assert VQTokenizer.from_pretrained(tmp_path / "third").card_info.metrics["psnr"] == metrics["psnr"]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rear.config import GeneratorConfig, SampleConfig
+from rear.hub import CardInfo
 from rear.regularizers import alignment_loss, projection_head
 
 
@@ -30,6 +31,10 @@ class Generator(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config.validate()
+        # what a checkpoint carried besides weights (rear.checkpoint: generation_config.json, card.json);
+        # saving again writes them unless told otherwise
+        self.generation: Any = None  # rear.checkpoint.Generation | None
+        self.card_info = CardInfo()
 
     def alignment_heads(self) -> None:
         """Build the training-only projection heads the config asks for (call after the trunk)."""
@@ -77,8 +82,9 @@ class Generator(nn.Module):
     def save_pretrained(self, folder: str | Path, sample: SampleConfig | None = None,
                         class_names: Sequence[str] | None = None, training: dict | None = None,
                         metrics: dict | None = None) -> Path:
-        """Write a checkpoint folder: weights, config, sampling settings and class names when given, and
-        a model card (README.md) with what is known of its training and metrics."""
+        """Write a checkpoint folder: weights, config, sampling settings and class names, and a model card
+        (README.md, card.json) with what is known of its training and metrics; what is not given is what
+        the model was loaded with."""
         from rear.checkpoint import save_generator
 
         return save_generator(self, folder, sample, class_names, training, metrics)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rear.hub import CardInfo
 from rear.weights import state_fingerprint
 
 
@@ -41,6 +42,9 @@ class VQTokenizer(nn.Module):
     image_size: int  # H = W
     channels: int  # C
     grid: tuple[int, int]  # (h, w)
+    # what the folder it was loaded from recorded of its training and metrics (rear.tokenizer.load);
+    # save_pretrained writes it again unless told otherwise
+    card_info: CardInfo = CardInfo()
 
     @property
     def codebook_size(self) -> int:
@@ -114,11 +118,15 @@ class VQTokenizer(nn.Module):
         return {}
 
     def save_pretrained(self, folder: str | Path, training: dict | None = None, metrics: dict | None = None) -> Path:
-        """Write a folder `from_pretrained` reads: model.safetensors, any config file, and a model card."""
+        """Write a folder `from_pretrained` reads: model.safetensors, any config file, and a model card
+        (README.md, card.json); training and metrics not given are those it was loaded with."""
         from safetensors.torch import save_file
 
         from rear.hub import model_card, write_card
         from rear.weights import WEIGHTS, replace_dir
+
+        info = CardInfo(training if training is not None else self.card_info.training,
+                        metrics if metrics is not None else self.card_info.metrics)
 
         def build(staging: Path) -> None:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, staging / WEIGHTS)
@@ -128,7 +136,8 @@ class VQTokenizer(nn.Module):
                        f"{self.num_tokens} tokens (grid {self.grid[0]} x {self.grid[1]}) of {self.codebook_size} codes "
                        f"of {self.code_dim} dims. Weights fingerprint {self.fingerprint()}.")
             write_card(staging, model_card(f"rear tokenizer ({type(self).__name__})", summary, "VQTokenizer",
-                                           {"class": type(self).__name__, "grid": list(self.grid)}, training, metrics))
+                                           {"class": type(self).__name__, "grid": list(self.grid)}, info.training,
+                                           info.metrics), info)
 
         replace_dir(build, Path(folder))
         return Path(folder)

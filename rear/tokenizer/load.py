@@ -2,12 +2,15 @@
 .bin, TiTok, AliTok.pth)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
+from rear.hub import CardInfo, read_card_info, resolve
 from rear.tokenizer.base import VQTokenizer
 
+METRICS = "metrics.json"  # what `rear tokenizer train` measured, beside the weights
 MASKGIT_KEY = "encoder.conv_in.weight"  # a tensor of the MaskGIT-VQGAN state dict (and of no other file here)
 
 
@@ -22,16 +25,33 @@ def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
     return codebook, tokenizer.fingerprint()
 
 
+def card_info(folder: Path) -> CardInfo:
+    """What a tokenizer folder records of its making: card.json (save_pretrained), else the metrics.json
+    of `rear tokenizer train` (its training config as the training record)."""
+    info = read_card_info(folder)
+    metrics = folder / METRICS
+    if info.training is None and info.metrics is None and metrics.is_file():
+        data = json.loads(metrics.read_text())
+        info = CardInfo({"config": data.pop("config", None)}, data)
+    return info
+
+
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTokenizer:
     """A folder made by `rear tokenizer train` or `save_pretrained`, `maskgit-vqgan-imagenet-f16-256.bin`, a
     released TiTok (folder or .bin) or `AliTok.pth`, told apart by their tensor names; a Hugging Face repo
-    id is downloaded first."""
+    id is downloaded first. A folder's recorded training and metrics come along (`card_info`)."""
+    path = resolve(path)
+    tokenizer = _load(path, device)
+    if path.is_dir():
+        tokenizer.card_info = card_info(path)
+    return tokenizer
+
+
+def _load(path: Path, device: str | torch.device) -> VQTokenizer:
     from rear.compat.alitok import ALITOK_KEY, load_alitok
     from rear.compat.titok import SIGNATURE as TITOK_KEYS, load_titok, tensor_names
-    from rear.hub import resolve
     from rear.weights import WEIGHTS
 
-    path = resolve(path)
     weights = path / WEIGHTS if path.is_dir() else path
     if path.is_dir() and not weights.is_file():
         raise FileNotFoundError(f"{path} has no {WEIGHTS}; a tokenizer folder comes from `rear tokenizer train` "

@@ -22,9 +22,8 @@ from rear.data.store import open_source, parse_source, read_all
 from rear.optim import learning_rate, make_optimizer
 from rear.progress import bar as progress_bar
 from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
+from rear.tokenizer.load import METRICS
 from rear.weights import replace_dir
-
-METRICS = "metrics.json"
 
 
 def fashion_mnist_images(data_dir: str | None = None, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

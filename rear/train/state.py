@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from rear.checkpoint import generator_card, write_generation
-from rear.hub import write_card
+from rear.hub import CardInfo, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
 from rear.config import TrainConfig, to_dict
 from rear.generator import Generator
@@ -49,7 +49,7 @@ def save_training(
         training = {"data": config.store, "tokenizer": config.tokenizer, "steps": f"{step} of {config.steps}",
                     "batch size": config.batch_size, "noisy context": config.noise.enabled,
                     "alignment": config.generator.align.enabled, "seed": config.seed}
-        write_card(staging, generator_card(model, config.sample, class_names, training, None))
+        write_card(staging, generator_card(model, config.sample, class_names, training, None), CardInfo(training))
         if ema is not None:
             save_file(_tensors(ema), staging / EMA)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states, "skipped": skipped},
