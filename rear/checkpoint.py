@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from rear.config import GeneratorConfig, SampleConfig, merge, to_dict
 from rear.generator import Generator, build_generator
-from rear.hub import CardInfo, model_card, read_card_info, resolve, write_card
+from rear.hub import CardInfo, dataset_ids, front_matter, model_card, read_card_info, resolve, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
 
 GENERATION = "generation_config.json"
@@ -71,15 +71,26 @@ def save_generator(model: Generator, directory: str | Path, sample: Optional[Sam
 
 def generator_card(model: Generator, sample: Optional[SampleConfig], class_names: Optional[Sequence[str]],
                    training: Optional[dict], metrics: Optional[dict]) -> str:
-    """The README.md of a generator checkpoint."""
+    """The README.md of a generator checkpoint: Hub header, what it is, five lines from labels to images."""
     c = model.config
+    tokenizer = (training or {}).get("tokenizer", "the tokenizer it was trained on")
     summary = (f"A class-conditional autoregressive image generator ({c.backbone.value} backbone, "
                f"{model.num_parameters():,} parameters, width {c.width}, depth {c.depth}) over {c.num_tokens} "
                f"tokens of {c.codebook_size} codes, {c.num_classes} classes"
                + (f" ({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''})" if class_names else "")
-               + ", made with rear (reAR regularization). Decode its tokens with the tokenizer it was trained on.")
+               + f", made with rear (reAR regularization). Decode its tokens with {tokenizer}.")
+    settings = sample if sample is not None else SampleConfig()
+    labels = ", ".join(str(i) for i in range(min(3, c.num_classes)))
+    snippet = "\n".join([
+        "import torch", "from rear import Generator, VQTokenizer",
+        'model = Generator.from_pretrained("PATH_OR_REPO_ID").eval()',
+        'tokenizer = VQTokenizer.from_pretrained("TOKENIZER_PATH_OR_REPO_ID")  # the tokenizer named above',
+        f"images = tokenizer.decode(model.generate(torch.tensor([{labels}]), cfg_scale={settings.cfg_scale:g}, "
+        f"cfg_power={settings.cfg_power:g}))  # [B, C, H, W] in [0, 1], one image per label"])
+    header = front_matter(["image-generation", "autoregressive", "class-conditional", "reAR", f"{c.backbone.value}-backbone"],
+                          "unconditional-image-generation", dataset_ids((training or {}).get("data")))
     sampling = to_dict(sample) if sample is not None else None
-    return model_card("rear generator", summary, "Generator", to_dict(c), training, metrics, sampling)
+    return model_card("rear generator", summary, snippet, c.own_fields(), header, training, metrics, sampling)
 
 
 def load_generator(directory: str | Path, device: str | torch.device = "cpu") -> Generator:

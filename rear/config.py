@@ -40,6 +40,11 @@ class Backbone(Enum):
     LLAMA = "llama"  # AliTok's AR model: class-token prefix, RMSNorm, QK-norm, SwiGLU, RoPE
 
 
+# the GeneratorConfig fields only one backbone reads (below, and rear/generator/rar.py, llama.py)
+BACKBONE_ONLY = {Backbone.RAR: ("extra_position_rows", "extra_step_rows"),
+                 Backbone.LLAMA: ("prefix_tokens", "rope_base", "mlp_multiple", "token_dropout")}
+
+
 @dataclass
 class GeneratorConfig:
     """The raster-order class-conditional transformer (REFERENCE.md sections 1 and 11)."""
@@ -67,6 +72,11 @@ class GeneratorConfig:
     mlp_multiple: int = 256
     token_dropout: float = 0.1  # dropout on the input embeddings
     align: AlignConfig = field(default_factory=AlignConfig)
+
+    def own_fields(self) -> dict:
+        """to_dict of the config without the fields only the other backbone reads (a model card's view)."""
+        others = {name for backbone, names in BACKBONE_ONLY.items() if backbone is not self.backbone for name in names}
+        return {key: value for key, value in to_dict(self).items() if key not in others}
 
     @property
     def vocab_size(self) -> int:

@@ -51,16 +51,42 @@ def resolve(name: str | Path) -> Path:
                                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
+# Hugging Face dataset ids of the sources rear reads by name (a store's `source`, e.g. fashion-mnist:train)
+DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist"}
+
+
+def dataset_ids(source: Optional[str]) -> list[str]:
+    """The Hub dataset ids a data source is known by (none for a user's own folder)."""
+    if not source:
+        return []
+    return [DATASETS[source.split(":")[0]]] if source.split(":")[0] in DATASETS else []
+
+
+def describe_tokenizer(kind: str, codebook_size: int, code_dim: int, grid: Any, channels: int, image_size: int,
+                       fingerprint: str) -> str:
+    """A tokenizer named by what it is, not where it lay: kind, codebook, grid, images, weights fingerprint."""
+    return (f"{kind}: {codebook_size} codes of {code_dim} dims, {grid[0]} x {grid[1]} tokens, {channels}-channel "
+            f"{image_size} px images, weights sha256 {fingerprint[:16]}")
+
+
 def _table(rows: dict[str, Any]) -> list[str]:
     return ["| | |", "| --- | --- |", *(f"| {key} | {value} |" for key, value in rows.items())]
 
 
-def model_card(title: str, summary: str, cls: str, config: dict, training: Optional[dict] = None,
+def front_matter(tags: list[str], pipeline_tag: str, datasets: list[str]) -> list[str]:
+    """The Hub's YAML header of a model card."""
+    lines = ["---", "library_name: rear", "license: mit", "tags:", *(f"- {tag}" for tag in tags),
+             f"pipeline_tag: {pipeline_tag}"]
+    if datasets:
+        lines += ["datasets:", *(f"- {name}" for name in datasets)]
+    return lines + ["---", ""]
+
+
+def model_card(title: str, summary: str, snippet: str, config: dict, header: list[str], training: Optional[dict] = None,
                metrics: Optional[dict] = None, sampling: Optional[dict] = None) -> str:
-    """A README.md for a saved model loaded by `rear.<cls>.from_pretrained`: what it is, how to load it, its
-    config, and its training and metrics where they are known (and says so where they are not)."""
-    lines = [f"# {title}", "", summary, "", "```python", f"from rear import {cls}",
-             f'model = {cls}.from_pretrained("PATH_OR_REPO_ID")', "```", ""]
+    """A README.md for a saved model: the Hub header, what it is, a snippet that uses it, its sampling
+    settings, training and metrics where they are known (and says so where they are not), its config."""
+    lines = [*header, f"# {title}", "", summary, "", "```python", snippet, "```", ""]
     if sampling:
         lines += ["## Sampling settings (generation_config.json; `rear sample` uses them)", "", *_table(sampling), ""]
     lines += ["## Training", ""]
@@ -69,6 +95,21 @@ def model_card(title: str, summary: str, cls: str, config: dict, training: Optio
     lines += [*_table(metrics), ""] if metrics else ["None recorded with these weights.", ""]
     lines += ["## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def push_folder(folder: Path, repo_id: str, private: bool = False, message: str = "Upload with rear") -> str:
+    """Upload a saved model folder to a Hugging Face model repo (created if missing); returns its URL.
+    Needs the `hub` extra and a token (`huggingface-cli login` or $HF_TOKEN)."""
+    if not REPO_ID.match(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hugging Face repo id (owner/name)")
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise ImportError("push_to_hub needs the hub extra: pip install 'rear-ar[hub]'") from None
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=message)
+    return f"https://huggingface.co/{repo_id}"
 
 
 def write_card(folder: Path, card: str, info: CardInfo | None = None) -> None:

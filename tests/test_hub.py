@@ -216,3 +216,90 @@ def test_a_trained_tokenizer_keeps_its_metrics_on_re_save(tmp_path):
     card = (tmp_path / "third" / "README.md").read_text()
     assert f"| psnr | {metrics['psnr']} |" in card and "| config |" in card
     assert VQTokenizer.from_pretrained(tmp_path / "third").card_info.metrics["psnr"] == metrics["psnr"]
+
+
+def card_parts(folder):
+    """(front matter as data, the python snippet) of a saved model's README.md."""
+    import yaml
+
+    text = (folder / "README.md").read_text()
+    assert text.startswith("---\n")
+    header = yaml.safe_load(text.split("---\n")[1])
+    snippet = text.split("```python\n")[1].split("```")[0]
+    return header, snippet
+
+
+@pytest.mark.parametrize("preset", BACKBONE_PRESETS)
+def test_the_generator_card_has_a_hub_header_and_a_snippet_that_runs(tmp_path, preset):
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    model = random_generator(preset=preset, codebook_size=16, num_classes=5, num_tokens=4)
+    model.save_pretrained(tmp_path / "g", SampleConfig(cfg_scale=2.0, cfg_power=1.0),
+                          training={"data": "fashion-mnist:train", "tokenizer": "ConvVQTokenizer: 16 codes"})
+    header, snippet = card_parts(tmp_path / "g")
+    assert header["library_name"] == "rear" and header["license"] == "mit" and "reAR" in header["tags"]
+    assert header["pipeline_tag"] == "unconditional-image-generation"
+    assert header["datasets"] == ["zalando-datasets/fashion_mnist"]
+    assert len(snippet.strip().splitlines()) == 5 and "cfg_scale=2, cfg_power=1" in snippet
+    scope = {}
+    exec(snippet.replace("TOKENIZER_PATH_OR_REPO_ID", str(tmp_path / "tok")).replace("PATH_OR_REPO_ID", str(tmp_path / "g")),
+         scope)
+    assert scope["images"].shape == (3, 1, 8, 8) and 0 <= scope["images"].min() <= scope["images"].max() <= 1
+    card = (tmp_path / "g" / "README.md").read_text()
+    assert "Decode its tokens with ConvVQTokenizer: 16 codes" in card
+    other = {"RAR": "rope_base", "LLAMA": "extra_position_rows"}[model.config.backbone.name]
+    assert f'"{other}"' not in card and '"width"' in card  # only its own backbone's fields
+
+
+def test_a_training_checkpoint_names_its_tokenizer_and_data(tmp_path):
+    from rear.train.state import save_training
+
+    manifest = {"source": "fashion-mnist:train", "codebook_size": 16, "code_dim": 8, "grid": [2, 2], "channels": 1,
+                "image_size": 8, "tokenizer": {"class": "ConvVQTokenizer", "fingerprint": "ab" * 32}}
+    model = random_generator(codebook_size=16, num_classes=2, num_tokens=4)
+    save_training(tmp_path / "ck", model, None, torch.optim.AdamW(model.parameters()), 3, [],
+                  TrainConfig(store="s", tokenizer="runs/tok", steps=3), 0, ["a", "b"], manifest)
+    header, _ = card_parts(tmp_path / "ck")
+    card = (tmp_path / "ck" / "README.md").read_text()
+    assert header["datasets"] == ["zalando-datasets/fashion_mnist"]
+    assert ("ConvVQTokenizer: 16 codes of 8 dims, 2 x 2 tokens, 1-channel 8 px images, weights sha256 abababababababab "
+            "(runs/tok)") in card
+
+
+def test_the_tokenizer_card_has_a_hub_header_and_a_snippet_that_runs(tmp_path):
+    tokenizer = tiny_conv_vq().eval()
+    tokenizer.save_pretrained(tmp_path / "t")
+    header, snippet = card_parts(tmp_path / "t")
+    assert header["library_name"] == "rear" and "vector-quantization" in header["tags"]
+    scope = {}
+    exec(snippet.replace("PATH_OR_REPO_ID", str(tmp_path / "t")), scope)
+    assert scope["ids"].shape == (1, 4) and scope["images"].shape == (1, 1, 8, 8)
+    assert tokenizer.fingerprint() in (tmp_path / "t" / "README.md").read_text()
+
+
+def test_push_to_hub_uploads_the_saved_folder(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, repo_type, private, exist_ok):
+            calls.append(("create", repo_id, private))
+
+        def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    fake = types.ModuleType("huggingface_hub")
+    fake.HfApi = FakeApi
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    model = random_generator(codebook_size=16, num_classes=2, num_tokens=4)
+    url = model.push_to_hub("me/tiny", sample=SampleConfig(cfg_scale=2.0), class_names=["a", "b"])
+    assert url == "https://huggingface.co/me/tiny" and calls[0] == ("create", "me/tiny", False)
+    assert calls[1] == ("upload", "me/tiny", ["README.md", "config.json", "generation_config.json", "model.safetensors"])
+    tiny_conv_vq().push_to_hub("me/tok", private=True, metrics={"psnr": 20.0})
+    assert calls[2] == ("create", "me/tok", True)
+    assert calls[3] == ("upload", "me/tok", ["README.md", "card.json", "config.json", "model.safetensors"])
+    with pytest.raises(ValueError, match="not a Hugging Face repo id"):
+        model.push_to_hub("no-owner")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(ImportError, match="hub extra"):
+        model.push_to_hub("me/tiny")

@@ -89,6 +89,19 @@ class Generator(nn.Module):
 
         return save_generator(self, folder, sample, class_names, training, metrics)
 
+    def push_to_hub(self, repo_id: str, private: bool = False, sample: SampleConfig | None = None,
+                    class_names: Sequence[str] | None = None, training: dict | None = None,
+                    metrics: dict | None = None) -> str:
+        """save_pretrained into a temporary folder and upload it to a Hugging Face model repo (created if
+        missing; extra `hub`, a token from `huggingface-cli login` or $HF_TOKEN); returns its URL."""
+        import tempfile
+
+        from rear.hub import push_folder
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(Path(folder) / "model", sample, class_names, training, metrics)
+            return push_folder(Path(folder) / "model", repo_id, private)
+
     # ---------------------------------------------------------------- ids and checks
     @property
     def mask_id(self) -> int:

@@ -122,7 +122,7 @@ class VQTokenizer(nn.Module):
         (README.md, card.json); training and metrics not given are those it was loaded with."""
         from safetensors.torch import save_file
 
-        from rear.hub import model_card, write_card
+        from rear.hub import front_matter, model_card, write_card
         from rear.weights import WEIGHTS, replace_dir
 
         info = CardInfo(training if training is not None else self.card_info.training,
@@ -132,12 +132,19 @@ class VQTokenizer(nn.Module):
             save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, staging / WEIGHTS)
             for name, text in self.config_files().items():
                 (staging / name).write_text(text)
-            summary = (f"A {type(self).__name__} VQ tokenizer: {self.channels}-channel {self.image_size} px images <-> "
-                       f"{self.num_tokens} tokens (grid {self.grid[0]} x {self.grid[1]}) of {self.codebook_size} codes "
-                       f"of {self.code_dim} dims. Weights fingerprint {self.fingerprint()}.")
-            write_card(staging, model_card(f"rear tokenizer ({type(self).__name__})", summary, "VQTokenizer",
-                                           {"class": type(self).__name__, "grid": list(self.grid)}, info.training,
-                                           info.metrics), info)
+            summary = (f"A VQ tokenizer, {self.describe()} (full: {self.fingerprint()}): images <-> raster token "
+                       "ids, made or converted with rear.")
+            C, S = self.channels, self.image_size
+            snippet = "\n".join([
+                "import torch", "from rear import VQTokenizer",
+                'tokenizer = VQTokenizer.from_pretrained("PATH_OR_REPO_ID").eval()',
+                f"ids = tokenizer.encode(torch.rand(1, {C}, {S}, {S}))  # [1, {self.num_tokens}] token ids",
+                f"images = tokenizer.decode(ids)  # [1, {C}, {S}, {S}] in [0, 1]"])
+            header = front_matter(["image-tokenizer", "vector-quantization", type(self).__name__],
+                                  "image-feature-extraction", [])
+            write_card(staging, model_card(f"rear tokenizer ({type(self).__name__})", summary, snippet,
+                                           {"class": type(self).__name__, "grid": list(self.grid)}, header,
+                                           info.training, info.metrics), info)
 
         replace_dir(build, Path(folder))
         return Path(folder)
@@ -145,3 +152,21 @@ class VQTokenizer(nn.Module):
     def fingerprint(self) -> str:
         """sha256 of the weights: names the exact tokenizer (see `state_fingerprint`)."""
         return state_fingerprint(self.state_dict())
+
+    def describe(self) -> str:
+        """What this tokenizer is, in one line (rear.hub.describe_tokenizer)."""
+        from rear.hub import describe_tokenizer
+
+        return describe_tokenizer(type(self).__name__, self.codebook_size, self.code_dim, self.grid, self.channels,
+                                  self.image_size, self.fingerprint())
+
+    def push_to_hub(self, repo_id: str, private: bool = False, training: dict | None = None,
+                    metrics: dict | None = None) -> str:
+        """save_pretrained into a temporary folder and upload it to a Hugging Face model repo (extra `hub`)."""
+        import tempfile
+
+        from rear.hub import push_folder
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(Path(folder) / "model", training, metrics)
+            return push_folder(Path(folder) / "model", repo_id, private)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from rear.checkpoint import generator_card, write_generation
-from rear.hub import CardInfo, write_card
+from rear.hub import CardInfo, describe_tokenizer, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
 from rear.config import TrainConfig, to_dict
 from rear.generator import Generator
@@ -38,15 +38,22 @@ def save_training(
     config: TrainConfig,
     skipped: int = 0,
     class_names: Optional[Sequence[str]] = None,
+    store: Optional[dict] = None,
 ) -> None:
     """Write the checkpoint of `step` completed optimizer steps (`skipped` of them non-finite and
-    skipped), replacing `folder` atomically; `class_names` are the store's."""
+    skipped), replacing `folder` atomically; `class_names` are the store's, `store` its manifest (the
+    data source and tokenizer the card names)."""
 
     def build(staging: Path) -> None:
         save_file(_tensors(model), staging / WEIGHTS)
         (staging / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
         write_generation(staging, config.sample, class_names)
-        training = {"data": config.store, "tokenizer": config.tokenizer, "steps": f"{step} of {config.steps}",
+        made = (store or {}).get("tokenizer")
+        tokenizer = (describe_tokenizer(made["class"], store["codebook_size"], store["code_dim"], store["grid"],
+                                        store["channels"], store["image_size"], made["fingerprint"])
+                     + f" ({config.tokenizer})") if made else config.tokenizer
+        training = {"data": (store or {}).get("source", config.store), "store": config.store, "tokenizer": tokenizer,
+                    "steps": f"{step} of {config.steps}",
                     "batch size": config.batch_size, "noisy context": config.noise.enabled,
                     "alignment": config.generator.align.enabled, "seed": config.seed}
         write_card(staging, generator_card(model, config.sample, class_names, training, None), CardInfo(training))

@@ -233,7 +233,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
         rng = gather_rng(world)
         if world.main:
             save_training(checkpoint, model, ema, optimizer, step, rng, config, skipped,
-                          store.manifest["class_names"])
+                          store.manifest["class_names"], store.manifest)
         saved = step
         if world.size > 1:
             dist.barrier()
