@@ -26,8 +26,8 @@ demo: $(VENV)/.installed fashion-mnist
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# AR vs reAR and the two ablations, several seeds, on two backbones and two code sizes (README: "Does
-# reAR work here?"); rerun to continue. The RAR study goes first: the others share its instruments.
+# AR vs reAR and the two ablations, several seeds, on two backbones and two code sizes (docs/study.md);
+# rerun to continue. The RAR study goes first: the others share its instruments.
 study: $(VENV)/.installed fashion-mnist
 	$(PY) -m rear study configs/fmnist/study.yaml
 	$(PY) -m rear study configs/fmnist/study_llama.yaml

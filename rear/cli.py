@@ -406,9 +406,9 @@ def cmd_study(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"config {args.config} not found; run from the repository root or pass its path")
     config = merge(StudyConfig, args.config, args.overrides)
     if args.report:
-        from rear.study.report import refresh
+        from rear.study.report import DOCS, refresh
 
-        print(f"rewrote {refresh(config.results, args.config, Path(args.readme))}")
+        print(f"rewrote {refresh(config.results, args.config, [Path(d) for d in args.docs or DOCS])}")
         return
     config.threads = threads.use("study", args.threads, config.threads)
     results = run_study(config, quick=args.quick)
@@ -626,9 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--quick", action="store_true",
                        help="the same pipeline on a budget of minutes, written under OUT-quick (never to results/)")
     study.add_argument("--report", action="store_true",
-                       help="compute nothing: rewrite RESULTS/table.md, the plots and the study's block in the README "
-                       "(between its markers) from RESULTS/results.json")
-    study.add_argument("--readme", default="README.md", help="the README whose block --report rewrites")
+                       help="compute nothing: rewrite RESULTS/table.md, the plots and the study's blocks in the docs "
+                       "(between their markers) from RESULTS/results.json")
+    study.add_argument("--docs", nargs="+",
+                       help="the documents whose blocks --report rewrites (default: README.md and docs/study.md)")
     _add_threads_flag(study, configured=True)
     study.set_defaults(func=cmd_study)
     return parser
@@ -647,6 +648,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in misplaced)}")
     if misplaced:
         args.overrides = [*args.overrides, *misplaced]
+    before = torch.get_num_threads()  # a command's threads hold for that command only (main may run in-process)
     try:
         if hasattr(args, "threads") and not args.threads_in_config:
             threads.use(args.command, args.threads, announce=os.environ.get("RANK", "0") == "0")
@@ -661,3 +663,5 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"rear {args.command}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        torch.set_num_threads(before)

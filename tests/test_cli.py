@@ -138,7 +138,7 @@ def test_threads_policy_and_announcement(monkeypatch, capsys):
         torch.set_num_threads(before)
 
 
-def test_a_command_announces_and_sets_its_threads(tmp_path, capsys):
+def test_a_command_announces_its_threads_and_restores_them(tmp_path, capsys):
     import torch
 
     before = torch.get_num_threads()
@@ -146,6 +146,7 @@ def test_a_command_announces_and_sets_its_threads(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["eval", "score", str(tmp_path / "missing.npz"), "--reference", "x", "--classifier", "c",
                   "--threads", "1"])
-        assert "rear eval: 1 CPU thread (--threads" in capsys.readouterr().out and torch.get_num_threads() == 1
+        assert "rear eval: 1 CPU thread (--threads" in capsys.readouterr().out
+        assert torch.get_num_threads() == before  # set for the command, restored after it
     finally:
         torch.set_num_threads(before)

@@ -117,7 +117,8 @@ def test_state_that_does_not_fit_is_refused(tmp_path):
 
 def test_preprocessing_maps_mid_gray_to_zero():
     x = InceptionFeatures.preprocess(torch.full((2, 1, 32, 32), 0.5))
-    assert x.shape == (2, 3, 299, 299) and torch.count_nonzero(x) == 0
+    assert x.shape == (2, 3, 299, 299)  # zero up to one float32 ulp: some CPU kernels round the bilinear weights
+    torch.testing.assert_close(x, torch.zeros_like(x), atol=1e-6, rtol=0)
     rgb = torch.rand(1, 3, 299, 299)
     torch.testing.assert_close(InceptionFeatures.preprocess(rgb), 2 * rgb - 1)
     with pytest.raises(ValueError, match="1 or 3"):

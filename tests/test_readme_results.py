@@ -1,4 +1,4 @@
-"""The README's study results are generated: each block is exactly what its committed results.json renders."""
+"""The study results in the docs are generated: each block is exactly what its committed results.json renders."""
 from pathlib import Path
 
 import pytest
@@ -10,21 +10,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def readme(monkeypatch):
+def docs(monkeypatch):
     monkeypatch.chdir(ROOT)  # the blocks name their folders relative to the repository root
-    return (ROOT / "README.md").read_text()
+    return {Path(name): (ROOT / name).read_text() for name in report.DOCS}
 
 
-def test_every_study_block_is_what_its_ledger_renders(readme):
-    found = report.blocks(readme)
-    assert found, "README.md holds no generated study block"
-    for folder, config, block in found:
-        assert block == report.rendered_block(folder, config), (
-            f"README.md's block for {folder} differs from its results.json: run `rear study {config} --report`")
+def test_every_study_block_is_what_its_ledger_renders(docs):
+    assert any(report.blocks(text) for text in docs.values()), "no document holds a generated study block"
+    for document, text in docs.items():
+        root = report.link_root(document)
+        for folder, config, block in report.blocks(text):
+            assert block == report.rendered_block(folder, config, root), (
+                f"{document}'s block for {folder} differs from its results.json: run `rear study {config} --report`")
+        for folders, block in report.summary_blocks(text):
+            assert block == report.rendered_summary(folders, root), (
+                f"{document}'s summary table differs from the results.json files: run `rear study CONFIG --report`")
 
 
-def test_every_study_config_has_a_block(readme):
-    folders = {Path(folder) for folder, _, _ in report.blocks(readme)}
+def test_every_study_config_has_a_block_and_a_summary_row(docs):
+    folders = {Path(folder) for text in docs.values() for folder, _, _ in report.blocks(text)}
+    summarized = {Path(folder) for text in docs.values() for names, _ in report.summary_blocks(text) for folder in names}
     for path in sorted((ROOT / "configs" / "fmnist").glob("study*.yaml")):
         results = Path(merge(StudyConfig, str(path)).results)
-        assert results in folders, f"README.md has no block for {results} ({path.name})"
+        assert results in folders, f"no document has a block for {results} ({path.name})"
+        assert results in summarized, f"README.md's summary table has no row for {results} ({path.name})"

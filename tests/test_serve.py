@@ -198,6 +198,50 @@ def test_a_tokenizer_that_does_not_fit_fails_before_serving(folders, capsys):
     assert "4 tokens of 32 codes" in err and "rear serve: error:" in err
 
 
+def test_the_reply_labels_the_grid_and_the_png_carries_the_settings(client):
+    reply = client.post("/api/generate", json={"classes": ["beta", "Delta"], "count": 4, "seed": 5, "top_k": ""}).json()
+    assert reply["labels"] == ["beta", "beta", "delta", "delta"] and reply["columns"] == 2
+    assert reply["caption"] == ("4 images of beta, delta; seed 5, CFG 3 (power 1.5), temperature 0.9, top-k off, "
+                                "top-p off")
+    assert reply["filename"] == "rear-seed5-cfg3-pow1.5-t0.9.png"
+    read_events(client, reply["job"])
+    download = client.get(f"/api/jobs/{reply['job']}/grid.png")
+    assert f'filename="{reply["filename"]}"' in download.headers["content-disposition"]
+    text = Image.open(io.BytesIO(download.content)).text
+    settings = json.loads(text["rear:settings"])
+    assert settings["seed"] == 5 and settings["cfg_scale"] == 3.0 and settings["top_k"] is None
+    assert settings["classes"] == reply["labels"] and text["Description"] == reply["caption"]
+
+
+def test_closing_the_studio_cancels_the_generation_in_flight(studio, client, monkeypatch):
+    """What Ctrl-C does (the app's shutdown closes the studio): the running job ends at its next token."""
+    decode = studio.tokenizer.decode
+    started = threading.Event()
+
+    def slow_decode(ids):  # partial rasters: give the test time to close mid-generation
+        started.set()
+        time.sleep(0.2)
+        return decode(ids)
+
+    monkeypatch.setattr(studio.tokenizer, "decode", slow_decode)
+    reply = client.post("/api/generate", json={"classes": ["alpha"], "count": 4}).json()
+    assert started.wait(10)
+    studio.close()
+    began = time.monotonic()
+    events = read_events(client, reply["job"])
+    assert events[-1] == {"error": "cancelled: the server is stopping"} and time.monotonic() - began < 5
+    assert client.post("/api/generate", json={"classes": ["alpha"]}).status_code == 429  # no new ones
+
+
+def test_serve_prints_the_settings_it_loaded(folders, monkeypatch, capsys):
+    import rear.serve.app
+
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
+    rear.serve.app.serve(load_studio(folders / "named", folders / "tokenizer"))
+    out = capsys.readouterr().out
+    assert "5 classes; sampling defaults cfg_scale 3, cfg_power 1.5, temperature 0.9, top_k 8, top_p None" in out
+
+
 # ---------------------------------------------------------------- the page, in a real browser
 @pytest.fixture
 def live_url(studio):
@@ -238,34 +282,70 @@ def browser(tmp_path):
 
 def test_the_page_in_chromium_chooses_a_class_generates_and_shows_the_grid(live_url, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     def field(id_: str, text: str) -> None:
         element = browser.find_element(By.ID, id_)
         element.clear()
         element.send_keys(text)
 
+    def text(id_: str) -> str:
+        return browser.find_element(By.ID, id_).text
+
+    def chips() -> list[str]:
+        return [chip.get_attribute("data-name") for chip in browser.find_elements(By.CSS_SELECTOR, "#chosen span")]
+
     wait = WebDriverWait(browser, 15)
     browser.get(live_url)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chosen span"))  # the defaults are in
     assert browser.find_element(By.ID, "cfg-scale").get_attribute("value") == "3"
     browser.find_element(By.CSS_SELECTOR, "#chosen span button").click()  # drop the default class
-    field("class-input", "gamma")
+    # an unknown name is flagged while it is typed, and the flag goes when the text names a class
+    field("class-input", "gam")
+    wait.until(lambda d: 'no class "gam"' in text("class-hint"))
+    assert browser.find_element(By.ID, "add-class").get_attribute("disabled") == "true"
+    browser.find_element(By.ID, "class-input").send_keys("ma")
+    wait.until(lambda d: text("class-hint") == "")
     browser.find_element(By.ID, "add-class").click()
+    field("class-input", "3")  # an index is shown by its name
+    browser.find_element(By.ID, "add-class").click()
+    assert chips() == ["gamma", "delta"]
+    # the class list: every class by index and name, and all of them at once
+    options = [o.text for o in Select(browser.find_element(By.ID, "class-list")).options]
+    assert options[1:] == [f"{i}: {name}" for i, name in enumerate(NAMES)]
+    browser.find_element(By.ID, "all-classes").click()
+    assert chips() == NAMES
+    for _ in range(3):
+        browser.find_element(By.CSS_SELECTOR, "#chosen span button").click()
+    Select(browser.find_element(By.ID, "class-list")).select_by_visible_text("0: alpha")
+    assert chips() == ["delta", "epsilon", "alpha"]
+    for _ in range(2):
+        browser.find_element(By.CSS_SELECTOR, "#chosen span button").click()
+    Select(browser.find_element(By.ID, "class-list")).select_by_visible_text("2: gamma")
+    # a bad value is answered on the page, and the message goes once the input is fixed
     field("cfg-scale", "100")
     browser.find_element(By.ID, "generate").click()
-    wait.until(lambda d: "cfg_scale must lie in [1, 50]" in d.find_element(By.ID, "message").text)
+    wait.until(lambda d: "cfg_scale must lie in [1, 50]" in text("message"))
     field("cfg-scale", "2")
+    assert text("message") == ""
     field("count", "4")
+    field("seed", "3")
     browser.find_element(By.ID, "generate").click()
     wait.until(lambda d: d.find_element(By.ID, "grid").get_attribute("data-done") == "1")
     size = browser.execute_script("const g = document.getElementById('grid'); return [g.naturalWidth, g.naturalHeight]")
     assert size == [GRID_PX, GRID_PX]
-    assert browser.find_element(By.ID, "message").text == ""
-    assert browser.find_element(By.ID, "status").text == "done: 4 tokens per image"
+    shown = browser.execute_script("return document.getElementById('grid').clientWidth")
+    assert shown >= 10 * GRID_PX and shown % GRID_PX == 0  # scaled to the window by a whole factor
+    labels = browser.find_elements(By.CSS_SELECTOR, "#grid-box .cell-label")
+    assert [label.text for label in labels] == ["alpha", "alpha", "gamma", "gamma"]
+    assert labels[1].location["x"] > labels[0].location["x"] and labels[2].location["y"] > labels[0].location["y"]
+    assert text("message") == "" and text("status") == "done: 4 tokens per image"
+    assert text("caption") == ("4 images of alpha, gamma; seed 3, CFG 2 (power 1.5), temperature 0.9, top-k 8, "
+                               "top-p off")
     link = browser.find_element(By.ID, "download")
-    assert link.is_displayed()
+    assert link.is_displayed() and link.get_attribute("download") == "rear-seed3-cfg2-pow1.5-t0.9-k8.png"
     with urllib.request.urlopen(link.get_attribute("href")) as download:
-        assert Image.open(io.BytesIO(download.read())).size == (GRID_PX, GRID_PX)
+        image = Image.open(io.BytesIO(download.read()))
+        assert image.size == (GRID_PX, GRID_PX) and json.loads(image.text["rear:settings"])["seed"] == 3
     if os.environ.get("REAR_SCREENSHOT"):
         browser.save_screenshot(os.environ["REAR_SCREENSHOT"])

@@ -258,13 +258,18 @@ def test_report_rewrites_table_and_readme_from_results_json_alone(finished, tmp_
     folder = tmp_path / "results"
     (folder / "table.md").unlink()
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n\n{report.BEGIN.format(folder, 'x.yaml')}\nstale\n{report.END}\n\nafter\n")
-    written = report.refresh(folder, "x.yaml", readme)
+    readme.write_text(f"intro\n\n{report.BEGIN.format(folder, 'x.yaml')}\nstale\n{report.END}\n\nafter\n"
+                      f"{report.SUMMARY_BEGIN.format(f'{folder} {tmp_path}/none')}\nold\n{report.SUMMARY_END}\n")
+    written = report.refresh(folder, "x.yaml", [readme, tmp_path / "absent.md"])
     assert "README.md" in written and (folder / "table.md").is_file()
     text = readme.read_text()
-    assert "stale" not in text and text.startswith("intro\n") and text.endswith("\nafter\n")
-    assert report.blocks(text)[0][2] == report.rendered_block(folder, "x.yaml")
-    assert "Matched guidance" in text and "sFID" not in text  # the tiny study computes no sFID
+    assert "stale" not in text and "old" not in text and text.startswith("intro\n") and "\nafter\n" in text
+    root = report.link_root(readme)
+    assert report.summary_blocks(text)[0][1] == report.rendered_summary([str(folder), f"{tmp_path}/none"], root)
+    assert "| not started |" in text and "| complete, 2/2 runs |" in text
+    assert report.blocks(text)[0][2] == report.rendered_block(folder, "x.yaml", root)
+    block = report.blocks(text)[0][2]
+    assert "Matched guidance" in block and "sFID" not in block  # the tiny study computes no sFID
     assert (folder / "fid_vs_cfg.png").is_file() and (folder / "pr_frontier.png").is_file()
 
 

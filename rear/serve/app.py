@@ -16,6 +16,7 @@ job's events as server-sent events;  GET /api/jobs/ID/grid.png  the finished gri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import AsyncIterator
 
@@ -57,7 +58,7 @@ def build_app(studio: Studio) -> Starlette:
             return JSONResponse({"error": str(error)}, status_code=400)
         except Busy as error:
             return JSONResponse({"error": str(error)}, status_code=429)
-        return JSONResponse({"job": job.id, "num_tokens": job.num_tokens})
+        return JSONResponse(job.reply())
 
     async def events(request: Request) -> Response:
         job = job_of(request)
@@ -84,9 +85,14 @@ def build_app(studio: Studio) -> Starlette:
         if job.png is None:
             return JSONResponse({"error": "this generation has not finished (or failed)"}, status_code=409)
         return Response(job.png, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="rear-{job.id}.png"'})
+                        headers={"Content-Disposition": f'attachment; filename="{job.filename}"'})
 
-    return Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        studio.close()  # shutting down: the generation in flight ends at its next token
+
+    return Starlette(lifespan=lifespan, routes=[
         Route("/", page),
         Route("/api/info", info),
         Route("/api/generate", start, methods=["POST"]),
@@ -96,8 +102,10 @@ def build_app(studio: Studio) -> Starlette:
 
 
 def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve `studio` until Ctrl-C."""
+    """Serve `studio` until Ctrl-C, which cancels the generation in flight and closes open streams within
+    a second or two."""
     import uvicorn
 
+    print(f"rear serve: {len(studio.class_names)} classes; sampling defaults {studio.settings()}", flush=True)
     print(f"rear serve: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(build_app(studio), host=host, port=port, log_level="warning")
+    uvicorn.run(build_app(studio), host=host, port=port, log_level="warning", timeout_graceful_shutdown=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import secrets
 import threading
@@ -40,15 +41,42 @@ class Request:
     seed: int
 
 
+class Cancelled(RuntimeError):
+    """The server is stopping: the generation in flight ends at its next token."""
+
+
+def describe_request(request: Request, class_names: list[str]) -> tuple[str, str, dict[str, str]]:
+    """(caption, download file name, PNG text fields) of a request: its seed and every sampling setting."""
+    s = request.sample
+    classes = list(dict.fromkeys(class_names[i] for i in request.labels))
+    caption = (f"{len(request.labels)} images of {', '.join(classes)}; seed {request.seed}, CFG {s.cfg_scale:g} "
+               f"(power {s.cfg_power:g}), temperature {s.temperature:g}, top-k {s.top_k or 'off'}, "
+               f"top-p {s.top_p if s.top_p is not None else 'off'}")
+    name = (f"rear-seed{request.seed}-cfg{s.cfg_scale:g}-pow{s.cfg_power:g}-t{s.temperature:g}"
+            + (f"-k{s.top_k}" if s.top_k else "") + (f"-p{s.top_p:g}" if s.top_p is not None else "") + ".png")
+    text = {"Software": "rear serve", "Description": caption,
+            "rear:settings": json.dumps({**asdict(s), "seed": request.seed, "labels": request.labels,
+                                         "classes": [class_names[i] for i in request.labels]})}
+    return caption, name, text
+
+
 class Job:
     """One generation: the events a page reads in order, then the grid PNG."""
 
-    def __init__(self, num_tokens: int) -> None:
+    def __init__(self, num_tokens: int, request: Request, class_names: list[str]) -> None:
         self.id = secrets.token_hex(8)
         self.num_tokens = num_tokens
+        self.labels = [class_names[i] for i in request.labels]  # the class name of each image, in grid order
+        self.columns = grid_columns(len(request.labels))
+        self.caption, self.filename, self.text = describe_request(request, class_names)
         self.events: list[dict[str, Any]] = []  # appended by the worker thread only
         self.png: Optional[bytes] = None
         self.finished = False
+
+    def reply(self) -> dict[str, Any]:
+        """What the page learns when the job starts: how to label the grid and name the download."""
+        return {"job": self.id, "num_tokens": self.num_tokens, "labels": self.labels, "columns": self.columns,
+                "caption": self.caption, "filename": self.filename}
 
 
 # ---------------------------------------------------------------- reading a request
@@ -137,10 +165,16 @@ def parse_request(body: Any, defaults: dict[str, Any], class_names: list[str], c
 
 
 # ---------------------------------------------------------------- pictures
-def grid_png(images: torch.Tensor, columns: int) -> bytes:
-    """PNG bytes of images [B, C, H, W] in [0, 1] tiled as every grid of rear is."""
+def grid_png(images: torch.Tensor, columns: int, text: Optional[dict[str, str]] = None) -> bytes:
+    """PNG bytes of images [B, C, H, W] in [0, 1] tiled as every grid of rear is, with `text` as PNG
+    text chunks (the settings that made it travel with the file)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     buffer = io.BytesIO()
-    tile(images, columns).save(buffer, format="PNG")
+    tile(images, columns).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
@@ -182,6 +216,17 @@ class Studio:
                          **asdict(sample), "seed": 0}
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._running = threading.Lock()
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """Stop: refuse new generations and end the one in flight at its next token."""
+        self._closing.set()
+
+    def settings(self) -> str:
+        """The sampling settings the page starts from, in one line."""
+        d = self.defaults
+        return (f"cfg_scale {d['cfg_scale']:g}, cfg_power {d['cfg_power']:g}, temperature {d['temperature']:g}, "
+                f"top_k {d['top_k']}, top_p {d['top_p']}")
 
     @property
     def spatial(self) -> bool:
@@ -200,11 +245,13 @@ class Studio:
     def submit(self, body: Any) -> Job:
         """Check a request and start it on a worker thread; ValueError on bad input, Busy while one runs."""
         request = parse_request(body, self.defaults, self.class_names, self.tokenizer.codebook_size, self.config)
+        if self._closing.is_set():
+            raise Busy("the server is stopping")
         if not self._running.acquire(blocking=False):
             raise Busy("another generation is running (one at a time); try again when it has finished")
         for finished in self.jobs.values():  # drop their partial grids (memory); a late reader still gets the last
             finished.events[:-1] = [{k: v for k, v in e.items() if k != "image"} for e in finished.events[:-1]]
-        job = Job(self.tokenizer.num_tokens)
+        job = Job(self.tokenizer.num_tokens, request, self.class_names)
         self.jobs[job.id] = job
         while len(self.jobs) > self.config.kept_jobs:
             self.jobs.popitem(last=False)
@@ -220,10 +267,12 @@ class Studio:
         return counts | pictures, pictures
 
     def _run(self, job: Job, request: Request) -> None:
-        columns = grid_columns(len(request.labels))
+        columns = job.columns
         counts, pictures = self._marks()
 
         def on_token(n: int, tokens: torch.Tensor) -> None:  # tokens [B, n]
+            if self._closing.is_set():
+                raise Cancelled("cancelled: the server is stopping")
             if n in counts:
                 event: dict[str, Any] = {"tokens": n, "of": job.num_tokens}
                 if n in pictures:
@@ -237,9 +286,11 @@ class Studio:
                               cfg_power=s.cfg_power, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                               generator=torch.Generator(device).manual_seed(request.seed), on_token=on_token)
             images = self.tokenizer.decode(tokens)  # [B, C, H, W]
-            job.png = grid_png(images, columns)
+            job.png = grid_png(images, columns, job.text)
             job.events.append({"tokens": job.num_tokens, "of": job.num_tokens, "image": data_url(job.png),
                                "done": True})
+        except Cancelled as error:
+            job.events.append({"error": str(error)})
         except Exception as error:  # a failed generation ends its job, never the server
             job.events.append({"error": f"generation failed: {error}"})
         finally:
