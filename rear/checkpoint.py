@@ -41,7 +41,12 @@ def write_generation(folder: Path, sample: SampleConfig, class_names: Optional[S
 def read_generation(directory: str | Path) -> Optional[Generation]:
     """The checkpoint's generation_config.json, or None where it has none (checkpoints before it existed)."""
     path = resolve(directory) / GENERATION
-    return merge(Generation, str(path)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return merge(Generation, str(path))
+    except ValueError as error:  # a value out of range (merge names the key); say which file holds it
+        raise ValueError(f"{path}: {error}; fix the file or pass the setting as a flag") from None
 
 
 def save_generator(model: Generator, directory: str | Path, sample: Optional[SampleConfig] = None,

@@ -139,7 +139,11 @@ def _sample_config(args: argparse.Namespace, checkpoint: str, command: str, anno
     generation = read_generation(checkpoint)
     base, origin = (generation.sample, "the checkpoint's") if generation else (SampleConfig(), "default")
     given = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
-    sample = dataclasses.replace(base, **given)
+    try:
+        sample = dataclasses.replace(base, **given).validate()
+    except ValueError as error:  # "cfg_scale must lie in ..." of a flag: name the flag
+        key, rest = str(error).split(" ", 1)
+        raise ValueError(f"--{key.replace('_', '-')} {rest}" if key in given else str(error)) from None
     settings = ", ".join(f"{name} {getattr(sample, name)}" for name in SAMPLING_FLAGS)
     flags = f"; from the command line: {', '.join(given)}" if given else ""
     if announce:
@@ -155,13 +159,13 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg-scale", type=float, help="guidance g, 1 = none (" + default % d.cfg_scale + ")")
     parser.add_argument("--cfg-power", type=float, help="power of the cosine schedule (" + default % d.cfg_power + ")")
     parser.add_argument("--temperature", type=float, help="(" + default % d.temperature + ")")
-    parser.add_argument("--top-k", type=int, help="(" + default % d.top_k + ")")
+    parser.add_argument("--top-k", type=count, help="(" + default % d.top_k + ")")
     parser.add_argument("--top-p", type=float, help="(" + default % d.top_p + ")")
 
 
 def _add_threads_flag(parser: argparse.ArgumentParser, configured: bool = False) -> None:
     """--threads; `configured`: the command's config has its own `threads`, which the flag overrides."""
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: " + (
+    parser.add_argument("--threads", type=count, help="CPU threads for torch (default: " + (
         "the config's threads if set, else " if configured else "") + "the cores the load average leaves free)")
     parser.set_defaults(threads_in_config=configured)
 
@@ -202,9 +206,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     world = setup()
     try:
+        sample = _sample_config(args, args.checkpoint, "sample", announce=world.main)  # checked before loading
         model, compiled = _sampling_model(args, world.device, world.main)
         tokenizer = load_tokenizer(args.tokenizer, world.device)
-        sample = _sample_config(args, args.checkpoint, "sample", announce=world.main)
         path = write_samples(model, tokenizer, args.out, args.num_samples, sample,
                              batch_size=args.batch_size, seed=args.seed, world=world,
                              provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
@@ -224,9 +228,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     world = setup()
     try:
+        sample = _sample_config(args, args.checkpoint, "reproduce", announce=world.main)  # checked before loading
         model, compiled = _sampling_model(args, world.device, world.main)
         tokenizer = load_tokenizer(args.tokenizer, world.device)
-        sample = _sample_config(args, args.checkpoint, "reproduce", announce=world.main)
         record = reproduce(model, tokenizer, args.out, args.reference, sample, num_samples=args.num_samples,
                            batch_size=args.batch_size, seed=args.seed, inception=args.inception, world=world,
                            provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
@@ -242,8 +246,6 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from rear.serve import ServeConfig, load_studio, serve
 
-    if args.max_images < 1:
-        raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     studio = load_studio(args.checkpoint, args.tokenizer, device, ServeConfig(max_images=args.max_images))
     serve(studio, args.host, args.port)
@@ -352,6 +354,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     from rear.evaluation import diagnose as d
     from rear.tokenizer.load import load_tokenizer, read_codebook
 
+    sample = _sample_config(args, args.checkpoint, "diagnose")  # checked before anything is loaded
     model = load_generator(args.checkpoint).eval()
     tokenizer = load_tokenizer(args.tokenizer)
     tokenizer.check_fits(model.config.codebook_size, model.config.num_tokens, f"generator {args.checkpoint}")
@@ -371,7 +374,6 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
             results[name] = f"failed: {error}"
             print(f"rear diagnose: {name} failed: {error}", file=sys.stderr)
 
-    sample = _sample_config(args, args.checkpoint, "diagnose")
     attempt("retokenization_consistency", lambda: d.retokenization_consistency(
         model, tokenizer, torch.arange(args.samples) % C, sample, args.seed))
     attempt("correct_token_ratio_clean", lambda: d.token_accuracy(model, tokens, labels, 0.0, args.seed))
@@ -423,8 +425,27 @@ def _add_extractor_flags(parser: argparse.ArgumentParser) -> None:
                            "then ~/.cache/rear, downloaded there when online)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one `--help` away) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (images, items, a batch)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rear", description="Visual autoregressive generation with reAR.")
+    parser = Parser(prog="rear", description="Visual autoregressive generation with reAR.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -498,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretok.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $REAR_DATA, then the Debian package)")
     pretok.add_argument("--ten-crop", action="store_true", help="ten crops instead of as-is + mirrored")
     pretok.add_argument("--no-flip", action="store_true", help="one view per image (no mirrored copy): half the time")
-    pretok.add_argument("--batch-size", type=int, help="images per encoder batch (default: rear.data.store.pretokenize's)")
+    pretok.add_argument("--batch-size", type=count, help="images per encoder batch (default: rear.data.store.pretokenize's)")
     pretok.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     _add_threads_flag(pretok)
     pretok.set_defaults(func=cmd_pretokenize)
@@ -507,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Decode evenly spaced entries of a token store, every view, into a PNG.")
     preview.add_argument("store", help="token store folder")
     preview.add_argument("--out", default="outputs/store_preview.png")
-    preview.add_argument("--count", type=int, default=8, help="items to show (default: %(default)s)")
+    preview.add_argument("--count", type=count, default=8, help="items to show (default: %(default)s)")
     preview.add_argument("--tokenizer", help="tokenizer (default: the one named in the manifest)")
     _add_threads_flag(preview)
     preview.set_defaults(func=cmd_preview)
@@ -519,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("checkpoint", help="generator checkpoint folder or Hugging Face repo id")
     sample.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     sample.add_argument("--out", required=True)
-    sample.add_argument("--num-samples", type=int, required=True)
-    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--num-samples", type=count, required=True)
+    sample.add_argument("--batch-size", type=count, default=64)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--overwrite", action="store_true",
                         help="replace samples in OUT made by other weights or settings (default: refuse)")
@@ -537,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     serve.add_argument("--port", type=int, default=7860, help="(default %(default)s)")
-    serve.add_argument("--max-images", type=int, default=64, help="most images per request (default %(default)s)")
+    serve.add_argument("--max-images", type=count, default=64, help="most images per request (default %(default)s)")
     _add_threads_flag(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -548,8 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     repro.add_argument("--reference", required=True, help="ADM reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")
     repro.add_argument("--out", required=True, help="folder for the samples, samples.npz and reproduce.json")
-    repro.add_argument("--num-samples", type=int, default=50_000, help="class-balanced samples (default %(default)s)")
-    repro.add_argument("--batch-size", type=int, default=64)
+    repro.add_argument("--num-samples", type=count, default=50_000, help="class-balanced samples (default %(default)s)")
+    repro.add_argument("--batch-size", type=count, default=64)
     repro.add_argument("--seed", type=int, default=0)
     repro.add_argument("--inception", help="FID InceptionV3 weights (default: $REAR_INCEPTION, else the cached "
                        "pytorch-fid file, downloaded once)")
@@ -604,9 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     diagnose.add_argument("--heldout", required=True, help="token store of held-out images (fashion-mnist:test)")
     diagnose.add_argument("--classifier")
-    diagnose.add_argument("--count", type=int, default=2000,
+    diagnose.add_argument("--count", type=count, default=2000,
                           help="held-out items, class-balanced, drawn with --seed (default %(default)s)")
-    diagnose.add_argument("--samples", type=int, default=200, help="samples for re-tokenization (default %(default)s)")
+    diagnose.add_argument("--samples", type=count, default=200, help="samples for re-tokenization (default %(default)s)")
     diagnose.add_argument("--noise", type=float, default=1.0, help="corruption bound r of the noisy context")
     diagnose.add_argument("--seed", type=int, default=0)
     diagnose.add_argument("--data-dir")

@@ -9,11 +9,53 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; every float must also be finite."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open or self.high == math.inf else ']'}")
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ValueError naming `name` when `value` (None passes: an optional setting left off) is out."""
+        if value is None or isinstance(value, bool):
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number in {self}, got {value}")
+        if value < self.low or value > self.high or (self.low_open and value == self.low) or (
+                self.high_open and value == self.high):
+            raise ValueError(f"{name} must lie in {self}, got {value:g}")
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, low_open=True)
+FRACTION, PROBABILITY = Range(0, 1, high_open=True), Range(0, 1)  # [0, 1) and [0, 1]
+
+
+def check_ranges(config: Any, prefix: str = "") -> None:
+    """Every numeric setting of a config dataclass (nested ones too) within its class's RANGES, every
+    float finite; a ValueError names the first key that is not, e.g. `optim.grad_clip`."""
+    ranges = getattr(type(config), "RANGES", {})
+    for f in dataclasses.fields(config):
+        value, name = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, name + ".")
+        elif f.name in ranges:
+            ranges[f.name].check(name, value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
 
 
 @dataclass
@@ -27,6 +69,8 @@ class AlignConfig:
     projection_dim: int = 2048  # P, hidden width of both heads
     code_dim: int = 256  # Z, the tokenizer's codebook dimension
     weight: float = 1.0  # w in  CE + w * (encode + decode)
+    RANGES: ClassVar = {"encode_layer": AT_LEAST_0, "decode_layer": AT_LEAST_0, "projection_dim": AT_LEAST_1,
+                        "code_dim": AT_LEAST_1, "weight": AT_LEAST_0}
 
     @property
     def enabled(self) -> bool:
@@ -72,6 +116,10 @@ class GeneratorConfig:
     mlp_multiple: int = 256
     token_dropout: float = 0.1  # dropout on the input embeddings
     align: AlignConfig = field(default_factory=AlignConfig)
+    RANGES: ClassVar = {**{name: AT_LEAST_1 for name in ("codebook_size", "num_classes", "num_tokens", "width", "depth",
+                                                        "heads", "mlp_multiple")},
+                        "mlp_ratio": POSITIVE, "dropout": FRACTION, "attn_dropout": FRACTION, "token_dropout": FRACTION,
+                        "prefix_tokens": AT_LEAST_0, "rope_base": Range(1, low_open=True)}  # table rows: validate
 
     def own_fields(self) -> dict:
         """to_dict of the config without the fields only the other backbone reads (a model card's view)."""
@@ -85,13 +133,12 @@ class GeneratorConfig:
 
     def validate(self) -> "GeneratorConfig":
         """Raise ValueError naming the first inconsistent field."""
+        if self.extra_position_rows < 2 or self.extra_step_rows < 2:
+            raise ValueError("position and step tables need at least 2 rows beyond num_tokens (extra_position_rows, "
+                             f"extra_step_rows: {self.extra_position_rows}, {self.extra_step_rows})")
+        check_ranges(self)
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        for name in ("codebook_size", "num_classes", "num_tokens", "width", "depth", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.extra_position_rows < 2 or self.extra_step_rows < 2:
-            raise ValueError("position and step tables need at least 2 rows beyond num_tokens")
         if self.backbone is Backbone.LLAMA:
             grid = self.num_tokens - self.prefix_tokens
             if not 0 <= self.prefix_tokens <= self.num_tokens or math.isqrt(max(grid, 0)) ** 2 != grid:
@@ -123,6 +170,7 @@ class NoiseConfig:
     corruption: Corruption = Corruption.SWITCH
     anneal_start: int = 0  # r = 1 up to here
     anneal_end: int = 187_500  # r falls linearly to 0 here; the rest trains clean
+    RANGES: ClassVar = {"anneal_start": AT_LEAST_0, "anneal_end": AT_LEAST_0}
 
 
 @dataclass
@@ -135,18 +183,28 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.96
     weight_decay: float = 0.03  # Linear weights only: not norms, biases, embeddings, tables
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm (0 would zero every gradient)
+    RANGES: ClassVar = {"learning_rate": POSITIVE, "end_learning_rate": AT_LEAST_0, "warmup_steps": AT_LEAST_0,
+                        "beta1": FRACTION, "beta2": FRACTION, "weight_decay": AT_LEAST_0, "grad_clip": POSITIVE}
 
 
 @dataclass
 class SampleConfig:
     """Sampling settings (REFERENCE.md section 5)."""
 
-    cfg_scale: float = 15.0
+    cfg_scale: float = 15.0  # 1 = no guidance
     cfg_power: float = 2.5
     temperature: float = 1.0
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
+    top_k: Optional[int] = None  # None: off
+    top_p: Optional[float] = None  # None: off
+    # a temperature or top-p below 1e-6 is greedy in effect and would overflow float32 on the way
+    RANGES: ClassVar = {"cfg_scale": Range(1), "cfg_power": POSITIVE, "temperature": Range(1e-6), "top_k": AT_LEAST_1,
+                        "top_p": Range(1e-6, 1)}
+
+    def validate(self) -> "SampleConfig":
+        """Raise ValueError naming the first setting out of range (every sampling path calls it)."""
+        check_ranges(self)
+        return self
 
 
 @dataclass
@@ -175,17 +233,18 @@ class TrainConfig:
     sample_classes: int = 10  # classes shown in sample grids
     checkpoint_every: int = 50_000
     skip_nonfinite: int = 0  # steps with a non-finite loss or gradient norm to skip; one more stops the run
+    RANGES: ClassVar = {**{name: AT_LEAST_1 for name in ("steps", "batch_size", "grad_accumulation", "log_every",
+                                                        "checkpoint_every")},
+                        **{name: AT_LEAST_0 for name in ("sample_every", "samples_per_class", "sample_classes",
+                                                        "skip_nonfinite", "threads", "seed")},
+                        "label_dropout": FRACTION, "ema_decay": FRACTION}
 
     def validate(self) -> "TrainConfig":
-        """Raise ValueError naming the first setting out of range."""
-        for name in ("steps", "batch_size", "grad_accumulation", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sample_every", "samples_per_class", "sample_classes", "skip_nonfinite", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1:
-            raise ValueError(f"label_dropout ({self.label_dropout}) and ema_decay ({self.ema_decay}) must lie in [0, 1)")
+        """Raise ValueError naming the first setting out of range or inconsistent."""
+        check_ranges(self)
+        if self.noise.anneal_end < self.noise.anneal_start:
+            raise ValueError(f"noise.anneal_end ({self.noise.anneal_end}) must not come before noise.anneal_start "
+                             f"({self.noise.anneal_start})")
         self.generator.validate()
         return self
 
@@ -253,18 +312,25 @@ def merge(schema: type[T] | T, *sources: Any) -> T:
                 layer = OmegaConf.load(source)
             else:
                 layer = OmegaConf.create(source)
+            if not OmegaConf.is_dict(layer):  # a YAML whose top level is a list or a scalar
+                raise ValueError(f"{_source_name(source)}: the top level must be a mapping of settings (key: value), "
+                                 f"got a {'list' if OmegaConf.is_list(layer) else 'value'}")
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as error:
             key = f" (key {error.full_key})" if getattr(error, "full_key", None) else ""
-            raise ValueError(f"{_source_name(source)}: {str(error).splitlines()[0]}{key}") from None
+            raise ValueError(f"{_source_name(source)}: {(str(error).strip().splitlines() or [type(error).__name__])[0]}"
+                             f"{key}") from None
         except yaml.YAMLError as error:
             where = f" at line {error.problem_mark.line + 1}" if getattr(error, "problem_mark", None) else ""
             raise ValueError(f"{_source_name(source)} is not valid YAML/JSON{where}: "
                              f"{getattr(error, 'problem', None) or error}") from None
     try:
-        return OmegaConf.to_object(merged)
+        result = OmegaConf.to_object(merged)
     except MissingMandatoryValue as error:
         raise ValueError(f"{error.full_key} is not set: give it in the config or as {error.full_key}=...") from None
+    if dataclasses.is_dataclass(result):
+        check_ranges(result)  # every numeric setting in range before any work
+    return result
 
 
 def to_dict(config: Any) -> dict:
@@ -291,18 +357,18 @@ class ConvVQConfig:
     widths: list[int] = field(default_factory=lambda: [16, 64, 128])
     res_blocks: list[int] = field(default_factory=lambda: [0, 1, 1])  # residual blocks per level
     groups: int = 8  # GroupNorm groups
+    RANGES: ClassVar = {"image_size": AT_LEAST_1, "channels": Range(1, 3), "codebook_size": AT_LEAST_1,
+                        "code_dim": AT_LEAST_1, "groups": AT_LEAST_1}
 
     def validate(self) -> "ConvVQConfig":
         """Raise ValueError naming the first inconsistent field."""
+        check_ranges(self)
         if len(self.widths) != len(self.res_blocks) or not self.widths:
             raise ValueError(f"widths {self.widths} and res_blocks {self.res_blocks} need one entry per level")
         if self.image_size % 2 ** (len(self.widths) - 1):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**{len(self.widths) - 1}")
         if any(width % self.groups for width in self.widths):
             raise ValueError(f"every width in {self.widths} must be divisible by groups {self.groups}")
-        for name in ("channels", "codebook_size", "code_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         return self
 
 
@@ -331,6 +397,9 @@ class TokenizerTrainConfig:
     seed: int = 0
     threads: int = 2  # torch CPU threads while training
     bf16: bool = True  # autocast convs to bfloat16 where native (CUDA, CPUs with AMX / AVX512-BF16)
+    RANGES: ClassVar = {"steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "commitment": AT_LEAST_0,
+                        "codebook_decay": FRACTION, "dead_fraction": PROBABILITY, "eval_size": AT_LEAST_1,
+                        "eval_batch_size": AT_LEAST_1, "seed": AT_LEAST_0, "threads": AT_LEAST_0}
 
 
 # --- Evaluation (rear/evaluation) ---
@@ -349,6 +418,9 @@ class ClassifierConfig:
     batch_size: int = 128
     learning_rate: float = 3e-3
     seed: int = 0
+    RANGES: ClassVar = {"image_size": AT_LEAST_1, "channels": Range(1, 3), "num_classes": Range(2),
+                        "feature_dim": AT_LEAST_1, "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1,
+                        "learning_rate": POSITIVE, "seed": AT_LEAST_0}
 
 
 # --- `rear serve`: the local sampling page (rear/serve) ---
@@ -366,6 +438,9 @@ class ServeConfig:
     snapshots: int = 8  # partial rasters decoded per generation (2D tokenizers)
     progress_steps: int = 32  # token-count updates per generation
     kept_jobs: int = 4  # finished grids kept for download
+    RANGES: ClassVar = {"max_images": AT_LEAST_1, "images": AT_LEAST_1, "max_cfg_scale": Range(1),
+                        "max_cfg_power": POSITIVE, "max_temperature": POSITIVE, "snapshots": AT_LEAST_1,
+                        "progress_steps": AT_LEAST_1, "kept_jobs": AT_LEAST_1}
 
 
 # --- `rear study`: plain AR, its two ablations and reAR, several seeds (rear/study) ---
@@ -420,3 +495,8 @@ class StudyConfig:
     diagnose_noise: float = 0.5  # corruption bound r of the noisy context in the correct-token ratio
     retok_samples: int = 1000  # samples for re-tokenization consistency
     sfid: bool = True  # also sFID (seconds per score: a square root of a 1792 x 1792 covariance)
+    RANGES: ClassVar = {**{name: AT_LEAST_1 for name in ("threads", "val_per_class", "curve_samples", "val_samples",
+                                                        "final_samples", "sample_batch_size", "diagnose_count",
+                                                        "retok_samples")},
+                        "floor_per_class": Range(2), "train_per_class": AT_LEAST_0, "split_seed": AT_LEAST_0,
+                        "diagnose_noise": PROBABILITY}

@@ -37,7 +37,20 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
                 f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config implies "
                 f"{tuple(expected[name].shape)}; pass the config the weights were trained with"
             )
+        check_tensor(tensor, expected[name].dtype, name, source)
     model.load_state_dict(state)
+
+
+def check_tensor(tensor: torch.Tensor, want: torch.dtype, name: str, source: str) -> None:
+    """Refuse a weight that would load silently wrong: an integer or boolean tensor where the model
+    holds floats (it would be cast), or a float tensor with NaN or Inf in it."""
+    if want.is_floating_point and not tensor.dtype.is_floating_point:
+        raise ValueError(f"{source}: tensor {name!r} is {tensor.dtype}, not floating point; these are not the "
+                         "weights of this model (or they were quantized): use the original file")
+    if tensor.dtype.is_floating_point and not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{source}: tensor {name!r} holds {bad} NaN or Inf value(s); the file is damaged or "
+                         "comes from a run that diverged: use another checkpoint")
 
 
 def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
@@ -84,6 +97,12 @@ def replace_dir(build: Callable[[Path], None], target: str | Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type when the message is empty), for one-line errors."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors file; a truncated or foreign file is a ValueError naming it."""
     path = Path(path)
@@ -92,7 +111,7 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except Exception as error:  # safetensors raises its own SafetensorError (and OSError, ValueError)
-        raise ValueError(f"{path} is not a readable safetensors file ({str(error).splitlines()[0]}); it may be "
+        raise ValueError(f"{path} is not a readable safetensors file ({first_line(error)}); it may be "
                          "truncated: write it again or point to another file") from None
 
 
@@ -105,4 +124,4 @@ def read_torch_file(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, foreign pickle, code objects refused by weights_only
         raise ValueError(f"{path} cannot be read as tensors without running pickled code "
-                         f"({str(error).splitlines()[0][:200]}); it may be truncated or not a weights file") from None
+                         f"({first_line(error)}); it may be truncated or not a weights file") from None

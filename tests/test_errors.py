@@ -1,5 +1,6 @@
 """Every mistake is one line on stderr, exit 2, naming the file or key, and nothing is lost."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_config_mistakes(tmp_path, capsys):
         capsys, "train", "configs/fmnist/demo.yaml", "generator.nope=1")
     assert f"config {bad} is not valid YAML" in fails(capsys, "train", bad)
     assert "store is not set" in fails(capsys, "train", "configs/fmnist/demo.yaml")
-    assert "steps must be >= 1, got -5" in fails(capsys, "train", "configs/fmnist/demo.yaml", "store=s", "tokenizer=t",
+    assert "steps must lie in [1, inf), got -5" in fails(capsys, "train", "configs/fmnist/demo.yaml", "store=s", "tokenizer=t",
                                                  f"out_dir={tmp_path / 'o'}", "steps=-5")
     assert not (tmp_path / "o").exists()
     assert "Key 'bogus' not in 'TokenizerTrainConfig'" in fails(
@@ -92,8 +93,8 @@ def test_folders_of_the_wrong_kind_and_broken_configs(files, tmp_path, capsys):
 
 def test_bad_sample_counts_leave_nothing_behind(files, tmp_path, capsys):
     for count in (0, -5):
-        assert "num_samples must be >= 1" in fails(capsys, "sample", files / "gen", "--tokenizer", files / "tok",
-                                                   "--out", tmp_path / "s", "--num-samples", count)
+        assert f"--num-samples: must be at least 1, got {count}" in fails(
+            capsys, "sample", files / "gen", "--tokenizer", files / "tok", "--out", tmp_path / "s", "--num-samples", count)
     assert not (tmp_path / "s").exists()
 
 
@@ -160,3 +161,115 @@ def test_existing_eval_outputs_are_not_replaced(tmp_path, capsys):
     assert "pass --overwrite" in fails(capsys, "eval", "stats", "fashion-mnist:test", "--classifier", tmp_path / "c",
                                        "--out", tmp_path / "stats.npz")
     assert (tmp_path / "stats.npz").read_bytes() == b"keep"
+
+
+def test_broken_weights_are_refused_naming_the_file_and_tensor(tmp_path, capsys):
+    """NaN / Inf weights and integer weights where the model holds floats fail to load, in one line."""
+    from safetensors.torch import load_file, save_file
+
+    from conftest import random_generator, tiny_conv_vq
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    for folder, damage, expected in (
+            ("tok", lambda t: t.fill_(float("nan")), "NaN or Inf"),
+            ("g", lambda t: t.fill_(float("inf")), "NaN or Inf"),
+            ("g", lambda t: t.to(torch.int8), "is torch.int8, not floating point")):
+        state = load_file(tmp_path / folder / "model.safetensors")
+        name = sorted(k for k, v in state.items() if v.dtype.is_floating_point)[0]
+        broken = tmp_path / f"broken-{folder}"
+        shutil.copytree(tmp_path / folder, broken, dirs_exist_ok=True)
+        save_file({**state, name: damage(state[name].clone())}, broken / "model.safetensors")
+        command = (["sample", str(broken), "--tokenizer", str(tmp_path / "tok")] if folder == "g" else
+                   ["sample", str(tmp_path / "g"), "--tokenizer", str(broken)])
+        message = fails(capsys, *command, "--out", tmp_path / "s", "--num-samples", "2")
+        assert expected in message and repr(name) in message and "model.safetensors" in message, message
+        assert not (tmp_path / "s").exists()
+
+
+def test_every_sampling_path_checks_the_settings(tmp_path, capsys):
+    """One check (SampleConfig.validate) behind the flags, generation_config.json, the API and serve."""
+    import json
+
+    from conftest import random_generator
+    from rear.config import SampleConfig
+
+    model = random_generator(codebook_size=16, num_classes=2, num_tokens=4)
+    model.save_pretrained(tmp_path / "g", SampleConfig(cfg_scale=3.0))
+    for flags, expected in ((["--cfg-scale", "-5"], "--cfg-scale must lie in [1, inf), got -5"),
+                            (["--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
+                            (["--temperature", "1e-300"], "--temperature must lie in [1e-06, inf)"),
+                            (["--top-p", "0"], "--top-p must lie in [1e-06, 1]"), (["--top-k", "0"], "--top-k: must be at least 1")):
+        assert expected in fails(capsys, "sample", tmp_path / "g", "--tokenizer", "t", "--out", tmp_path / "s",
+                                 "--num-samples", "2", *flags)
+    generation = tmp_path / "g" / "generation_config.json"
+    data = json.loads(generation.read_text())
+    data["sample"]["temperature"] = float("inf")
+    generation.write_text(json.dumps(data))
+    message = fails(capsys, "sample", tmp_path / "g", "--tokenizer", "t", "--out", tmp_path / "s", "--num-samples", "2")
+    assert "generation_config.json" in message and "temperature must be a finite number" in message
+    with pytest.raises(ValueError, match="cfg_power must lie in"):
+        model.generate(torch.tensor([0]), cfg_scale=2.0, cfg_power=0.0)
+    with pytest.raises(ValueError, match="top_p must lie in"):
+        SampleConfig(top_p=1e-300).validate()
+
+
+def test_numeric_settings_are_bounded_before_any_work(tmp_path, capsys):
+    base = ("train", "configs/fmnist/demo.yaml", "store=s", "tokenizer=t", f"out_dir={tmp_path / 'o'}")
+    for override, expected in (("optim.grad_clip=0", "optim.grad_clip must lie in (0, inf), got 0"),
+                               ("optim.learning_rate=nan", "optim.learning_rate must be a finite number"),
+                               ("optim.beta2=1.5", "optim.beta2 must lie in [0, 1), got 1.5"),
+                               ("generator.dropout=1.5", "generator.dropout must lie in [0, 1)"),
+                               ("optim.warmup_steps=-1", "optim.warmup_steps must lie in [0, inf)"),
+                               ("noise.anneal_end=-3", "noise.anneal_end must lie in [0, inf)"),
+                               ("batch_size=0", "batch_size must lie in [1, inf)")):
+        assert expected in fails(capsys, *base, override)
+    assert not (tmp_path / "o").exists()
+    assert "epochs must lie in [1, inf)" in fails(capsys, "eval", "train-classifier", "epochs=0", "--out", tmp_path / "c")
+    assert "model.code_dim must lie in [1, inf)" in fails(
+        capsys, "tokenizer", "train", "configs/fmnist/tokenizer.yaml", "model.code_dim=0", "out=" + str(tmp_path / "t"))
+
+
+def test_malformed_inputs_get_one_line_not_a_traceback(tmp_path, capsys):
+    from conftest import random_generator, tiny_conv_vq
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    (tmp_path / "zero.bin").write_bytes(b"")
+    assert "zero.bin cannot be read as tensors" in fails(
+        capsys, "sample", tmp_path / "g", "--tokenizer", tmp_path / "zero.bin", "--out", tmp_path / "s", "--num-samples", "2")
+    assert "zero.bin cannot be read as tensors" in fails(capsys, "convert", tmp_path / "zero.bin", tmp_path / "c")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    assert "the top level must be a mapping of settings" in fails(capsys, "train", tmp_path / "list.yaml")
+    from rear.config import ClassifierConfig
+    from rear.evaluation.classifier import train_classifier
+
+    data = (torch.rand(8, 1, 8, 8), torch.arange(8) % 2)
+    train_classifier(ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8, epochs=1, batch_size=4),
+                     data, data, tmp_path / "c", progress=False)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, arr_0=np.zeros((4, 8, 8, 3), np.uint8))
+    samples.write_bytes(samples.read_bytes()[:100])  # truncated
+    assert "samples.npz is not a readable .npz" in fails(
+        capsys, "eval", "score", samples, "--reference", samples, "--classifier", tmp_path / "c")
+    np.savez(samples, arr_0=np.zeros((0, 8, 8, 3), np.uint8))
+    assert "holds no images" in fails(capsys, "eval", "score", samples, "--reference", samples, "--classifier",
+                                      tmp_path / "c")
+    for size, expected in (("0", "must be at least 1, got 0"), ("-1", "must be at least 1, got -1"),
+                           ("x", "must be a whole number, got 'x'")):
+        assert f"argument --batch-size: {expected}" in fails(
+            capsys, "sample", tmp_path / "g", "--tokenizer", tmp_path / "tok", "--out", tmp_path / "s",
+            "--num-samples", "2", "--batch-size", size)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("content", ['{"units": {}}', "[1, 2]", '{"config": {}, "units": [1]}',
+                                     '{"config": {}, "units": {"tokenizer": 3}}', "{not json"])
+def test_a_tampered_ledger_is_named_not_a_traceback(tmp_path, capsys, content):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "results.json").write_text(content)
+    message = fails(capsys, "study", "configs/fmnist/study.yaml", f"results={tmp_path / 'results'}",
+                    f"out={tmp_path / 'out'}")
+    assert "results.json" in message and ("not a study ledger" in message or "is not JSON" in message), message

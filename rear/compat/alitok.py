@@ -13,6 +13,7 @@ import torch
 
 from rear.compat.official import read_state_dict, strip_prefixes
 from rear.tokenizer.alitok import AliTok, AliTokConfig, TransformerSize
+from rear.weights import check_tensor
 
 ALITOK_KEY = "encoder.transformer.0.attn.in_proj.weight"  # TiTok's nn.MultiheadAttention names it in_proj_weight
 # a key only that kind of file holds -> what the file looks like
@@ -85,6 +86,7 @@ def check_alitok_state(state: dict[str, torch.Tensor], expected: dict[str, torch
         if state[name].shape != tensor.shape:
             raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, but the sizes read off the "
                              f"other tensors give {tuple(tensor.shape)}")
+        check_tensor(state[name], tensor.dtype, name, source)
 
 
 def alitok_from_state(state: dict[str, torch.Tensor], source: str, device: str | torch.device = "cpu") -> AliTok:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,18 +12,33 @@ from PIL import Image
 
 from rear.evaluation.classifier import Classifier
 from rear.metrics import frechet_distance, inception_score, precision_recall, statistics
+from rear.weights import first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read whole (never unpickling); a truncated or foreign file is one ValueError."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .npz ({first_line(error)}); it may be truncated: write it "
+                         "again") from None
 
 
 def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 [n, H, W, 3] and labels (if recorded) from an ADM `.npz` (`arr_0`) or a folder of images."""
     path = Path(path)
     if path.suffix == ".npz":
-        with np.load(path) as data:
-            if "arr_0" not in data:
-                raise ValueError(f"{path} has no arr_0; expected an ADM sample batch [n, H, W, 3] uint8")
-            return data["arr_0"], data["labels"] if "labels" in data else None
+        data = read_npz(path)
+        if "arr_0" not in data:
+            raise ValueError(f"{path} has no arr_0; expected an ADM sample batch [n, H, W, 3] uint8")
+        if data["arr_0"].size == 0:
+            raise ValueError(f"{path} holds no images (arr_0 has shape {data['arr_0'].shape})")
+        return data["arr_0"], data.get("labels")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -85,8 +101,7 @@ def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.
     """Saved statistics (`rear eval stats`, or an ADM reference batch such as
     VIRTUAL_imagenet256_labeled.npz: mu, sigma, mu_s, sigma_s and images arr_0). ADM files keep no
     pool features, so with `embed` they are computed from arr_0 for precision/recall."""
-    with np.load(path) as data:
-        reference = {k: data[k] for k in data.files}
+    reference = read_npz(path)
     for key in ("mu", "sigma", "mu_s", "sigma_s"):
         if key not in reference:
             raise ValueError(f"{path} has no {key}; expected statistics from `rear eval stats` or an ADM reference batch")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from rear.config import SampleConfig
 from rear.generator.base import Generator
 
 
@@ -90,12 +91,7 @@ def generate(
     `on_token(n, tokens)` is called after each step with the n tokens drawn so far ([B, n], a view):
     a viewer can decode the partial raster while the rest is sampled.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    SampleConfig(cfg_scale, cfg_power, temperature, top_k, top_p).validate()  # the one check of every path
     model.check_inputs(labels)
     B, N = labels.shape[0], model.config.num_tokens
     guided = cfg_scale != 1

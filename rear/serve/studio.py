@@ -157,6 +157,7 @@ def parse_request(body: Any, defaults: dict[str, Any], class_names: list[str], c
         _within("top_k", sample.top_k, 1, codebook_size)
     if sample.top_p is not None:
         _within("top_p", sample.top_p, 0, 1, low_open=True)
+    sample.validate()  # the bounds every sampling path shares (rear.config.SampleConfig)
     seed = _whole("seed", fields["seed"])
     _within("seed", seed, 0, 2**63 - 1)
     # the chosen classes in turn, each over a block of images: one row per class when the grid allows

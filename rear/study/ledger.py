@@ -34,10 +34,19 @@ class Ledger:
         self.config = as_json(to_dict(config))
         self.units: dict[str, dict] = {}
         if self.path.is_file():
-            data = json.loads(self.path.read_text())
+            try:
+                data = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ValueError(f"{self.path} is not JSON ({error}); restore it (git checkout) or set results=... and "
+                                 "out=... to start a new study") from None
+            units = data.get("units") if isinstance(data, dict) else None
+            if not (isinstance(data, dict) and isinstance(data.get("config"), dict) and isinstance(units, dict)
+                    and all(isinstance(u, dict) for u in units.values())):
+                raise ValueError(f"{self.path} is not a study ledger (it needs a config object and units, one object "
+                                 "per unit); restore it (git checkout) or set results=... and out=... for a new study")
             try:  # settings added since the file was written take their defaults
                 stored = as_json(to_dict(merge(type(config), data["config"])))
-            except (KeyError, OmegaConfBaseException) as error:
+            except (KeyError, ValueError, OmegaConfBaseException) as error:
                 raise ValueError(f"{self.path} holds a config this version cannot read ({error}); "
                                  "set results=... and out=... to start a new study") from None
             changed = sorted(k for k in set(stored) | set(self.config)
