@@ -96,8 +96,6 @@ def tiny(argv: list[str]) -> list[str] | None:
     extra = GENERATOR if head[0] == "train" else extra
     if head[0] in ("diagnose",) and "--count" not in argv:
         extra = ["--count", "10"]
-    if head[0] == "train" and "--resume" in argv:
-        extra = [*GENERATOR, "steps=3"]  # continue the finished tiny run by one step
     return [*argv, *extra, "--threads", "1"]
 
 

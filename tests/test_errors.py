@@ -273,3 +273,25 @@ def test_a_tampered_ledger_is_named_not_a_traceback(tmp_path, capsys, content):
     message = fails(capsys, "study", "configs/fmnist/study.yaml", f"results={tmp_path / 'results'}",
                     f"out={tmp_path / 'out'}")
     assert "results.json" in message and ("not a study ledger" in message or "is not JSON" in message), message
+
+
+def test_a_second_process_on_the_same_output_is_refused_naming_the_first(tmp_path, capsys):
+    """The lock beside an output folder: the second writer stops at once; a finished or killed one frees it."""
+    from rear.lock import hold, lock_path
+
+    from conftest import random_generator, tiny_conv_vq
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    sample = ("sample", tmp_path / "g", "--tokenizer", tmp_path / "tok", "--out", tmp_path / "s", "--num-samples", "2")
+    with hold(tmp_path / "s"):
+        message = fails(capsys, *sample)
+        assert "s is in use by process" in message and "rear " in message
+        assert "is in use by process" in fails(capsys, "train", "configs/fmnist/demo.yaml", "store=x", "tokenizer=y",
+                                               f"out_dir={tmp_path / 's'}")
+        assert "is in use by process" in fails(capsys, "study", "configs/fmnist/study.yaml",
+                                               f"results={tmp_path / 's'}", f"out={tmp_path / 'o'}")
+    assert not (tmp_path / "s").exists() and lock_path(tmp_path / "s").is_file()  # refused before any output
+    main([str(a) for a in sample])  # the lock is free again
+    assert (tmp_path / "s" / "samples.npz").is_file()

@@ -100,3 +100,42 @@ def test_truncated_idx_is_refused(tmp_path):
 def test_unknown_split(tmp_path):
     with pytest.raises(ValueError, match="unknown split"):
         fm.load_fashion_mnist("validation", tmp_path)
+
+
+def test_a_download_has_a_deadline_and_a_size_cap(tmp_path):
+    """A server dripping bytes, or sending far more than expected, is abandoned; nothing is left behind."""
+    import http.server
+    import threading
+    import time
+
+    from rear.download import fetch
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            if self.path == "/drip":
+                for _ in range(50):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            else:
+                self.wfile.write(b"y" * 300_000)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        began = time.monotonic()
+        with pytest.raises(OSError, match="still unfinished after 0.5 s"):
+            fetch([f"{base}/drip"], tmp_path / "a.bin", lambda p: None, deadline=0.5)
+        assert time.monotonic() - began < 2
+        with pytest.raises(OSError, match="larger than 100,000 bytes"):
+            fetch([f"{base}/big"], tmp_path / "b.bin", lambda p: None, max_bytes=100_000)
+        assert fetch([f"{base}/big"], tmp_path / "c.bin", lambda p: None).stat().st_size == 300_000
+    finally:
+        server.shutdown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.bin"]

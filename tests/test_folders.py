@@ -122,3 +122,38 @@ def test_a_classifier_of_another_domain_is_refused(tmp_path, capsys):
             main(["eval", "score", str(tmp_path / samples), "--reference", f"{data}:heldout", "--classifier",
                   str(tmp_path / "clf")])
         assert message in capsys.readouterr().err
+
+
+def test_degenerate_folders_are_refused(tmp_path, capsys):
+    """An empty class folder, or a folder (or class) of which no image can be read, makes no store."""
+    from PIL import Image
+
+    from conftest import tiny_conv_vq
+    from rear.cli import main
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    root = tmp_path / "images"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8, 8), 40 * i).save(root / "a" / f"{i}.png")
+    (root / "empty").mkdir()
+
+    def fails(*argv):
+        with pytest.raises(SystemExit) as exit:
+            main([str(a) for a in argv])
+        assert exit.value.code == 2
+        return capsys.readouterr().err
+
+    pretokenize = ("pretokenize", root, "--tokenizer", tmp_path / "tok", "--out", tmp_path / "store", "--no-flip")
+    assert "class folder(s) b, empty hold no image files" in fails(*pretokenize)
+    (root / "empty").rmdir()
+    for i in range(2):
+        (root / "b" / f"{i}.png").write_bytes(b"not a png")
+    assert "no readable image of class(es) b" in fails(*pretokenize)
+    assert not (tmp_path / "store").exists()
+    for i in range(3):
+        (root / "a" / f"{i}.png").write_bytes(b"broken")
+    assert "no readable image at all" in fails(*pretokenize)
+    assert not (tmp_path / "store").exists()

@@ -128,7 +128,7 @@ BAD = [
     ({"top_k": 0}, "top_k must lie in [1, 16]"),
     ({"top_p": 1.5}, "top_p must lie in (0, 1]"),
     ({"seed": "x"}, "seed must be a whole number"),
-    ({"colour": "red"}, "unknown field(s) colour"),
+    ({"colour": "red"}, "unknown field(s) 'colour'"),
 ]
 
 
@@ -211,6 +211,19 @@ def test_the_reply_labels_the_grid_and_the_png_carries_the_settings(client):
     settings = json.loads(text["rear:settings"])
     assert settings["seed"] == 5 and settings["cfg_scale"] == 3.0 and settings["top_k"] is None
     assert settings["classes"] == reply["labels"] and text["Description"] == reply["caption"]
+
+
+def test_malformed_or_huge_bodies_get_a_short_400_and_nothing_echoed(client):
+    for raw in (b"\xff\xfe not utf-8", b"[" * 100_000 + b"]" * 100_000, b"{not json"):
+        reply = client.post("/api/generate", content=raw, headers={"Content-Type": "application/json"})
+        assert reply.status_code in (400, 413) and len(reply.text) < 200, reply.text[:200]
+    reply = client.post("/api/generate", content=b" " * 100_000, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 413 and "larger than 65,536 bytes" in reply.json()["error"]
+    reply = client.post("/api/generate", json={"classes": ["x" * 20_000]})
+    assert reply.status_code == 400 and len(reply.json()["error"]) < 300 and "xxx..." in reply.json()["error"]
+    reply = client.post("/api/generate", json={"cfg_scale": "y" * 20_000})
+    assert reply.status_code == 400 and len(reply.json()["error"]) < 100
+    assert client.get("/api/info").status_code == 200  # still serving
 
 
 def test_closing_the_studio_cancels_the_generation_in_flight(studio, client, monkeypatch):

@@ -1,5 +1,6 @@
 """reAR training: schedule, corruption, alignment positions, the trainer (DDP, resume, atomic saves)."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -172,7 +173,7 @@ def weights(folder):
 
 def test_resume_is_exact(workspace, tmp_path):
     straight = train(tiny_run(workspace, tmp_path / "a"), progress=False)
-    train(tiny_run(workspace, tmp_path / "b", "steps=3"), progress=False)
+    train(tiny_run(workspace, tmp_path / "b"), progress=False, until=3)  # the same recipe, stopped half-way
     resumed = train(tiny_run(workspace, tmp_path / "b"), resume=True, progress=False)
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -207,7 +208,7 @@ def test_existing_run_is_not_overwritten(workspace, tmp_path):
 
 
 def test_crash_during_a_save_keeps_the_last_checkpoint(workspace, tmp_path, monkeypatch):
-    checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=2"), progress=False)
+    checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=4"), progress=False, until=2)
     before = weights(checkpoint)
     import rear.train.state as state
 
@@ -222,17 +223,20 @@ def test_crash_during_a_save_keeps_the_last_checkpoint(workspace, tmp_path, monk
     assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")) == []
 
 
-@pytest.mark.parametrize("rate", ["1e6", "1e300"])  # 1e300: finite as a setting, inf in float32
-def test_a_non_finite_loss_never_overwrites_the_last_good_checkpoint(workspace, tmp_path, rate):
-    checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=2"), progress=False)
+@pytest.mark.parametrize("rate", [1e6, 1e300])  # 1e300: inf in float32
+def test_a_non_finite_loss_never_overwrites_the_last_good_checkpoint(workspace, tmp_path, rate, monkeypatch):
+    import rear.train.trainer as trainer
+
+    checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=6", "checkpoint_every=1"), progress=False, until=2)
     good = weights(checkpoint)
-    bad = tiny_run(workspace, tmp_path / "a", "steps=6", "checkpoint_every=1", f"optim.learning_rate={rate}")
+    monkeypatch.setattr(trainer, "learning_rate", lambda *args: rate)  # the run diverges from here on
+    bad = tiny_run(workspace, tmp_path / "a", "steps=6", "checkpoint_every=1")
     with pytest.raises(FloatingPointError, match=r"not finite.*last good checkpoint .*\(step \d\) is untouched") as error:
         train(bad, resume=True, progress=False)
     on_disk = torch.load(checkpoint / "train_state.pt", weights_only=True)["step"]
     assert f"(step {on_disk})" in str(error.value)
     assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
-    if rate == "1e300":  # the first step already breaks the weights: the step-2 checkpoint stays as it was
+    if rate == 1e300:  # the first step already breaks the weights: the step-2 checkpoint stays as it was
         assert on_disk == 2 and all(torch.equal(good[k], v) for k, v in weights(checkpoint).items())
     with pytest.raises(FloatingPointError, match="no checkpoint was written yet"):
         train(tiny_run(workspace, tmp_path / "b", f"optim.learning_rate={rate}"), progress=False)
@@ -422,3 +426,73 @@ def test_a_full_disk_keeps_the_last_checkpoint(workspace, small_disk, capsys):
     assert exit.value.code == 2 and "No space left on device" in err
     assert all(torch.equal(before[k], v) for k, v in weights(out / "checkpoint").items())
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_resume_refuses_another_recipe_and_names_the_keys(workspace, tmp_path, monkeypatch):
+    train(tiny_run(workspace, tmp_path / "a", "steps=6"), progress=False, until=2)
+    for overrides, named in ((["seed=7"], "seed (42 -> 7)"), (["batch_size=4"], "batch_size (8 -> 4)"),
+                             (["optim.learning_rate=0.01"], "optim.learning_rate (0.001 -> 0.01)"),
+                             (["steps=8"], "steps (6 -> 8)"), (["noise.enabled=false"], "noise.enabled (True -> False)")):
+        with pytest.raises(ValueError, match=re.escape(named)):
+            train(tiny_run(workspace, tmp_path / "a", "steps=6", *overrides), resume=True, progress=False, until=4)
+    assert json.loads((tmp_path / "a" / "log.jsonl").read_text().splitlines()[-1])["step"] == 2  # nothing ran
+    # what cannot change the run's history may change; a path is the same path however it is written
+    monkeypatch.chdir(workspace)
+    same = tiny_run(workspace, tmp_path / "a", "steps=6", "log_every=2", "threads=2", "sample.cfg_scale=2.0",
+                    "store=./store", "tokenizer=tok/")
+    train(same, resume=True, progress=False, until=4)
+    assert json.loads((tmp_path / "a" / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
+
+
+@pytest.mark.parametrize("where", ["regularize", "clip", "optimizer", "log", "grid"])
+def test_ctrl_c_anywhere_in_a_step_saves_it_and_the_resume_is_exact(workspace, tmp_path, monkeypatch, where):
+    """A SIGINT in batch drawing, clipping, the optimizer step, logging or the sample grid: the step finishes,
+    is saved, the run stops with KeyboardInterrupt; resuming it ends where an uninterrupted run ends."""
+    import os
+    import signal
+
+    import rear.train.trainer as trainer
+
+    extra = ("samples_per_class=1", "sample_every=1", "sample_classes=1") if where == "grid" else ()
+    straight = weights(train(tiny_run(workspace, tmp_path / "a", *extra), progress=False))
+    calls = {"n": 0}
+
+    def interrupting(real):
+        def wrapper(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3:  # during the third step
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args, **kwargs)
+        return wrapper
+
+    targets = {"regularize": (trainer, "regularize"), "clip": (torch.nn.utils, "clip_grad_norm_"),
+               "optimizer": (torch.optim.AdamW, "step"), "log": (trainer.Logger, "log"),
+               "grid": (trainer, "sample_grid")}
+    owner, name = targets[where]
+    monkeypatch.setattr(owner, name, interrupting(getattr(owner, name)))
+    with pytest.raises(KeyboardInterrupt, match="interrupted: saved step 3 to"):
+        train(tiny_run(workspace, tmp_path / "b", *extra), progress=False)
+    assert torch.load(tmp_path / "b" / "checkpoint" / "train_state.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.undo()
+    resumed = weights(train(tiny_run(workspace, tmp_path / "b", *extra), resume=True, progress=False))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_second_ctrl_c_stops_at_once(workspace, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import rear.train.trainer as trainer
+
+    real = trainer.regularize
+
+    def twice(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the second acts as the default: KeyboardInterrupt here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "regularize", twice)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(workspace, tmp_path / "c"), progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

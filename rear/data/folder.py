@@ -76,6 +76,10 @@ class ImageFolder(torch.utils.data.Dataset):
         ]
         if not self.files:
             raise ValueError(f"{self.root} holds no image files ({', '.join(sorted(EXTENSIONS))})")
+        empty = sorted(set(self.classes) - {self.classes[label] for _, label in self.files})
+        if empty:  # a class with no images would be trained and sampled without ever being seen
+            raise ValueError(f"{self.root}: class folder(s) {', '.join(empty[:5])} hold no image files; add images "
+                             "or remove the folder(s)")
         if part is not None:
             if part not in PARTS:
                 raise ValueError(f"unknown part {part!r} of {self.root}; choose one of {', '.join(PARTS)}")

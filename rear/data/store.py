@@ -20,6 +20,7 @@ import torch
 from rear.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.folder import PARTS, ImageFolder, warn_skipped
+from rear.lock import locked
 from rear.progress import bar as progress_bar
 from rear.tokenizer.base import VQTokenizer
 
@@ -145,6 +146,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
+@locked(lambda out, **_: out)
 def pretokenize(
     source: Source,
     tokenizer: VQTokenizer,
@@ -225,6 +227,17 @@ def pretokenize(
         _write_manifest(out, manifest)
         bar.update(stop - start)
     bar.close()
+    present = np.bincount(np.asarray(labels[: manifest["num_items"]]), minlength=len(source.class_names))
+    empty = [name for name, count in zip(source.class_names, present) if count == 0]
+    if empty:  # a store that trains a class it never shows is wrong, not merely poor: leave none behind
+        del codes, labels
+        for name in (CODES, LABELS, MANIFEST):
+            (out / name).unlink(missing_ok=True)
+        if not any(out.iterdir()):
+            out.rmdir()
+        what = "no readable image at all" if len(empty) == len(present) else f"no readable image of class(es) {', '.join(empty[:5])}"
+        raise ValueError(f"{source.identity} has {what} ({len(manifest['skipped'])} unreadable file(s)); fix or remove "
+                         "them, or drop the empty class folders")
     manifest["complete"] = True
     _write_manifest(out, manifest)
     warn_skipped(manifest["skipped"], strict=False)

@@ -19,6 +19,7 @@ from rear.config import SampleConfig
 from rear.distributed import World
 from rear.generator import Generator
 from rear.images import class_grid, to_uint8
+from rear.lock import locked
 from rear.progress import bar
 from rear.tokenizer.base import VQTokenizer
 from rear.weights import state_fingerprint
@@ -30,6 +31,7 @@ def png_path(folder: Path, index: int) -> Path:
     return folder / "png" / f"{index:06d}.png"
 
 
+@locked(lambda out, **_: out)
 def write_samples(
     model: Generator,
     tokenizer: VQTokenizer,

@@ -29,6 +29,7 @@ from rear.serve.page import PAGE
 from rear.serve.studio import Busy, Job, Studio
 
 POLL_SECONDS = 0.05  # how often an event stream looks for the worker's new events
+MAX_BODY = 64 * 1024  # bytes of a generate request (a few hundred class names fit)
 
 
 def build_app(studio: Studio) -> Starlette:
@@ -48,10 +49,15 @@ def build_app(studio: Studio) -> Starlette:
         return JSONResponse(studio.info())
 
     async def start(request: Request) -> JSONResponse:
+        raw = b""
+        async for chunk in request.stream():  # read no more than MAX_BODY, whatever the client sends
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                return JSONResponse({"error": f"the request body is larger than {MAX_BODY:,} bytes"}, status_code=413)
         try:
-            body = json.loads(await request.body())
-        except json.JSONDecodeError:
-            return JSONResponse({"error": "the request body must be JSON"}, status_code=400)
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
+            return JSONResponse({"error": "the request body must be a JSON object (UTF-8)"}, status_code=400)
         try:
             job = studio.submit(body)
         except ValueError as error:

@@ -80,14 +80,20 @@ class Job:
 
 
 # ---------------------------------------------------------------- reading a request
+def shown(value: Any, limit: int = 40) -> str:
+    """repr(value) cut to `limit` characters: a message never echoes unbounded input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _real(name: str, value: Any) -> float:
     """value as a finite float, or a ValueError naming `name`."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+        raise ValueError(f"{name} must be a number, got {shown(value)}") from None
     if not math.isfinite(number) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise ValueError(f"{name} must be a finite number, got {shown(value)}")
     return number
 
 
@@ -100,7 +106,7 @@ def _whole(name: str, value: Any) -> int:
             return int(value)
         except ValueError:
             pass
-    raise ValueError(f"{name} must be a whole number, got {value!r}")
+    raise ValueError(f"{name} must be a whole number, got {shown(value)}")
 
 
 def _within(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
@@ -118,8 +124,8 @@ def resolve_class(name: Any, class_names: list[str]) -> int:
                 return i
     if text.isdigit() and int(text) < len(class_names):
         return int(text)
-    shown = ", ".join(repr(n) for n in class_names[:5]) + (", ..." if len(class_names) > 5 else "")
-    raise ValueError(f"no class {text!r} in this checkpoint; its {len(class_names)} classes are {shown} "
+    names = ", ".join(repr(n) for n in class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+    raise ValueError(f"no class {shown(text)} in this checkpoint; its {len(class_names)} classes are {names} "
                      f"(a name or an index 0..{len(class_names) - 1})")
 
 
@@ -130,7 +136,8 @@ def parse_request(body: Any, defaults: dict[str, Any], class_names: list[str], c
         raise ValueError("the request must be a JSON object of fields")
     unknown = sorted(set(body) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}; the fields are {', '.join(defaults)}")
+        raise ValueError(f"unknown field(s) {', '.join(shown(u) for u in unknown[:3])}; the fields are "
+                         f"{', '.join(defaults)}")
     fields = {**defaults, **body}
     count = _whole("count", fields["count"])
     if not 1 <= count <= config.max_images:

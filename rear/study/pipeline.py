@@ -40,6 +40,7 @@ from rear.evaluation.classifier import load_classifier, train_classifier
 from rear.evaluation.evaluate import load_images, load_reference, save_reference, score, to_classifier_input
 from rear.evaluation.samples import GRID, write_samples
 from rear.images import to_uint8
+from rear.lock import locked
 from rear.metrics import fid_sampling_error
 from rear.study import report
 from rear.study.ledger import Ledger, as_json
@@ -366,6 +367,7 @@ def run_study(config: StudyConfig, quick: bool = False) -> Path:
         torch.set_num_threads(threads)
 
 
+@locked(lambda config: config.results)
 def _run(config: StudyConfig) -> Path:
     ledger = Ledger(config.results, config)
     study = Study(config, ledger)

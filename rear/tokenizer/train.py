@@ -20,6 +20,7 @@ from rear.config import TokenizerTrainConfig, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.store import open_source, parse_source, read_all
 from rear.optim import learning_rate, make_optimizer
+from rear.lock import locked
 from rear.progress import bar as progress_bar
 from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
 from rear.tokenizer.load import METRICS
@@ -172,6 +173,7 @@ def evaluate_tokenizer(tokenizer: ConvVQTokenizer, images: torch.Tensor, batch_s
     }
 
 
+@locked(lambda config, **_: config.out)
 def train_tokenizer(
     config: TokenizerTrainConfig, images_train: torch.Tensor, images_heldout: torch.Tensor, progress: bool = True
 ) -> dict:

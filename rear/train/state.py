@@ -22,6 +22,40 @@ from rear.config import TrainConfig, to_dict
 from rear.generator import Generator
 
 EMA, STATE, RUN_CONFIG = "ema.safetensors", "train_state.pt", "train_config.yaml"
+# what a resumed run may change: none of these alters a step taken or to come (cadence, threads, the
+# sampling settings of grids and of generation_config.json, recomputation in the backward)
+RESUMABLE = ("out_dir", "threads", "log_every", "sample_every", "samples_per_class", "sample_classes",
+             "checkpoint_every", "skip_nonfinite", "activation_checkpointing", "sample")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_recipe(folder: Path, config: TrainConfig) -> None:
+    """Refuse to resume the checkpoint in `folder` with another recipe (seed, batch, schedule, data, model,
+    steps ...), naming every differing key; only RESUMABLE settings may change. Paths compare resolved."""
+    path = folder / RUN_CONFIG
+    if not path.is_file():  # a checkpoint from before the file was written
+        return
+    saved = _flat(to_dict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig),
+                                                                 OmegaConf.load(path)))))
+    now = _flat(to_dict(config))
+    for key in ("store", "tokenizer"):
+        saved[key], now[key] = str(Path(saved[key]).resolve()), str(Path(now[key]).resolve())
+    changed = [key for key in sorted(set(saved) | set(now))
+               if key.split(".")[0] not in RESUMABLE and saved.get(key) != now.get(key)]
+    if changed:
+        shown = ", ".join(f"{key} ({saved.get(key)} -> {now.get(key)})" for key in changed[:4])
+        raise ValueError(f"{folder} was trained with another recipe: {shown}{' ...' if len(changed) > 4 else ''}; "
+                         f"resume with its {path.name} (only {', '.join(RESUMABLE)} may change) or choose another "
+                         "out_dir")
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -10,8 +10,11 @@ import contextlib
 import copy
 import json
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,12 +27,13 @@ from rear.data.store import TokenStore
 from rear.distributed import World, setup, teardown
 from rear.generator import Generator, build_generator
 from rear.images import save_grid
+from rear.lock import locked
 from rear.optim import learning_rate, make_optimizer
 from rear.progress import bar as progress_bar
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.batches import global_batch, regularize
 from rear.train.plots import plot_losses
-from rear.train.state import load_training, save_training
+from rear.train.state import check_recipe, load_training, save_training
 from rear.weights import recover_dir
 
 CHECKPOINT, LOG, SAMPLES, PLOT, BOARD = "checkpoint", "log.jsonl", "samples", "loss.png", "tensorboard"
@@ -69,6 +73,28 @@ def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: to
             (losses["total"] / accum).backward()
         sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
     return sums
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM while training, one process: the step in progress finishes, the loop saves
+    it and stops (`requested` says which signal). A second signal acts at once, as the default would.
+    Several ranks keep the default (KeyboardInterrupt), since they would have to agree on the step."""
+
+    def __init__(self, active: bool) -> None:
+        self.requested: str | None = None
+        self.previous: dict[int, Any] = {}
+        if active and threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self.handle)
+
+    def handle(self, number: int, frame: Any) -> None:
+        self.requested = "interrupted" if number == signal.SIGINT else "terminated"
+        signal.signal(number, self.previous[number])  # the next one stops at once
+
+    def release(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous.clear()
 
 
 def ema_update(ema: Generator, model: Generator, decay: float) -> None:
@@ -148,6 +174,7 @@ def truncate_log(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
+@locked(lambda config, **_: config.out_dir)
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, until: int | None = None,
           overwrite: bool = False) -> Path:
     """Run (or resume) a training run up to `until` optimizer steps (default: all of them) and save it
@@ -194,6 +221,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     if resume:
         if not checkpoint.is_dir():
             raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
+        check_recipe(checkpoint, config)
         start, rng, skipped = load_training(checkpoint, model, ema, optimizer)
         if len(rng) != world.size:
             raise ValueError(f"{checkpoint} was written by {len(rng)} ranks; resume it with as many")
@@ -243,6 +271,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             return "no checkpoint was written yet"
         return f"the last good checkpoint {checkpoint} (step {saved}) is untouched"
 
+    stop = StopRequest(world.size == 1)
     try:
         bar = progress_bar(total=until, initial=start, enabled=progress and world.main, unit="step", desc="train")
         model.train()
@@ -297,12 +326,19 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                 save(done)
             due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
             if world.main and config.samples_per_class and due:
-                tokenizer = tokenizer or load_tokenizer(config.tokenizer, device)
+                if tokenizer is None:
+                    with torch.random.fork_rng(devices=[]):  # building it draws init weights: keep the run's RNG
+                        tokenizer = load_tokenizer(config.tokenizer, device)
                 sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
+            if stop.requested and done != until:  # Ctrl-C or SIGTERM during this step: it is complete, keep it
+                if saved != done:
+                    save(done)
+                raise KeyboardInterrupt(f"{stop.requested}: saved step {done} to {checkpoint}; continue with --resume")
         bar.close()
         if start < until:
             save(until)
     finally:
+        stop.release()
         logger.close()  # also on errors: the TensorBoard writer holds files open
     if world.main and (out / LOG).is_file():
         plot_losses(out / LOG, out / PLOT)
