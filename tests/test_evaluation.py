@@ -149,3 +149,21 @@ def test_alignment_information_against_direct_sums():
     assert info["code_dim"] == 8
     plain = random_generator(codebook_size=16, num_classes=5, num_tokens=4, align={"encode": False, "decode": False})
     assert diagnose.alignment_information(plain, tokens, labels, codebook)["decode_head_cosine"] is None
+
+
+def test_samples_know_their_tokenizer_by_content_not_by_path(tmp_path, monkeypatch):
+    """A tokenizer retrained at the same path makes other samples (refused); the same tokenizer under
+    another spelling of its path does not (resumed)."""
+    from conftest import tiny_conv_vq
+    from rear.cli import main
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
+    save_tokenizer(tiny_conv_vq(seed=0), tmp_path / "tok")
+    main(["sample", "g", "--tokenizer", "tok", "--out", "s", "--num-samples", "4"])
+    main(["sample", "./g", "--tokenizer", "./tok/", "--out", "s", "--num-samples", "4"])  # the same inputs: resumes
+    assert json.loads((tmp_path / "s" / SETTINGS).read_text())["provenance"]["tokenizer"] == "./tok/"
+    save_tokenizer(tiny_conv_vq(seed=1), tmp_path / "tok")  # retrained in place
+    with pytest.raises(SystemExit):
+        main(["sample", "g", "--tokenizer", "tok", "--out", "s", "--num-samples", "4"])

@@ -60,10 +60,13 @@ def write_samples(
     if num_samples % C:
         raise ValueError(f"num_samples {num_samples} is not a multiple of the {C} classes; class balance needs n = k * {C}")
     out = Path(out)
+    # what the samples are: the generator and the tokenizer by content (a retrained file at the same path
+    # is another input; the same file under another spelling of its path is not), with every setting
     settings = {"num_samples": num_samples, "num_classes": C, "batch_size": batch_size, "seed": seed,
-                "sample": asdict(sample), "weights": state_fingerprint(model.state_dict()), **(provenance or {})}
+                "sample": asdict(sample), "weights": state_fingerprint(model.state_dict()),
+                "tokenizer": tokenizer.fingerprint()}
     if world.main:
-        if (out / SETTINGS).is_file() and json.loads((out / SETTINGS).read_text()) != settings:
+        if (out / SETTINGS).is_file() and _identity(json.loads((out / SETTINGS).read_text())) != settings:
             if not overwrite:
                 raise ValueError(f"{out} holds samples of other weights or settings ({out / SETTINGS}); "
                                  "pass --overwrite to replace them, or choose another folder")
@@ -73,7 +76,7 @@ def write_samples(
             raise ValueError(f"{out}/png holds samples without {SETTINGS}; their origin is unknown, "
                              "so remove them or choose another folder")
         (out / "png").mkdir(parents=True, exist_ok=True)
-        (out / SETTINGS).write_text(json.dumps(settings, indent=2))
+        (out / SETTINGS).write_text(json.dumps({**settings, "provenance": provenance or {}}, indent=2))
     if world.size > 1:
         dist.barrier()
 
@@ -96,6 +99,11 @@ def write_samples(
     if world.main:
         archive(out, num_samples)
     return out / ARCHIVE
+
+
+def _identity(recorded: dict) -> dict:
+    """What a settings.json says the samples are, without where their inputs lay (`provenance`)."""
+    return {k: v for k, v in recorded.items() if k != "provenance"} if isinstance(recorded, dict) else {}
 
 
 def archive(out: Path, num_samples: int) -> Path:
