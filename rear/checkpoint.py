@@ -28,7 +28,7 @@ GENERATION = "generation_config.json"
 class Generation:
     """What travels with a checkpoint besides its weights: sampling settings and class names."""
 
-    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+    sample: Optional[SampleConfig] = None  # None: the file sets no sampling settings (the defaults apply)
     class_names: Optional[list[str]] = None  # index -> name; None: the classes are known by index only
 
 

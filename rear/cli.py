@@ -137,7 +137,10 @@ def _sample_config(args: argparse.Namespace, checkpoint: str, command: str, anno
     from rear.config import SampleConfig
 
     generation = read_generation(checkpoint)
-    base, origin = (generation.sample, "the checkpoint's") if generation else (SampleConfig(), "default")
+    if generation is not None and generation.sample is not None:
+        base, origin = generation.sample, "the checkpoint's"
+    else:
+        base, origin = SampleConfig(), "default" + (" (its generation_config.json sets none)" if generation else "")
     given = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
     try:
         sample = dataclasses.replace(base, **given).validate()

@@ -295,3 +295,34 @@ def test_a_second_process_on_the_same_output_is_refused_naming_the_first(tmp_pat
     assert not (tmp_path / "s").exists() and lock_path(tmp_path / "s").is_file()  # refused before any output
     main([str(a) for a in sample])  # the lock is free again
     assert (tmp_path / "s" / "samples.npz").is_file()
+
+
+def test_poor_one_liners_are_plain(tmp_path, capsys):
+    """An empty generation_config.json is not announced as the checkpoint's settings; a grayscale [n, H, W]
+    npz is grayscale; a classifier training part smaller than a batch names batch_size."""
+    import json
+
+    from conftest import random_generator, tiny_conv_vq
+    from rear.config import ClassifierConfig
+    from rear.evaluation.classifier import train_classifier
+    from rear.evaluation.evaluate import load_images
+    from rear.tokenizer.conv_vq import save_tokenizer
+
+    random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
+    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    (tmp_path / "g" / "generation_config.json").write_text("{}")
+    main(["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
+          "--num-samples", "2"])
+    out = capsys.readouterr().out
+    assert "default (its generation_config.json sets none)" in out and "the checkpoint's" not in out
+    np.savez(tmp_path / "gray.npz", arr_0=np.full((4, 8, 8), 7, np.uint8))
+    images, _ = load_images(tmp_path / "gray.npz")
+    assert images.shape == (4, 8, 8, 3) and (images == 7).all()
+    np.savez(tmp_path / "floats.npz", arr_0=np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="expected uint8"):
+        load_images(tmp_path / "floats.npz")
+    data = (torch.rand(6, 1, 8, 8), torch.arange(6) % 2)
+    with pytest.raises(ValueError, match="holds 6 images, fewer than batch_size=128: pass batch_size=1"):
+        train_classifier(ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8), data, data,
+                         tmp_path / "c", progress=False)
+    assert json.loads((tmp_path / "s" / "settings.json").read_text())["sample"]["cfg_scale"] == 15.0

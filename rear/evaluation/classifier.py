@@ -78,6 +78,9 @@ def train_classifier(
     model = Classifier(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=5e-4)
     images, labels = train
+    if len(images) < config.batch_size:
+        raise ValueError(f"the classifier's training part holds {len(images)} images, fewer than batch_size="
+                         f"{config.batch_size}: pass batch_size={max(1, len(images) // 4)} (or add images)")
     steps = config.epochs * (len(images) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps)
     began = time.perf_counter()

@@ -36,9 +36,15 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         data = read_npz(path)
         if "arr_0" not in data:
             raise ValueError(f"{path} has no arr_0; expected an ADM sample batch [n, H, W, 3] uint8")
-        if data["arr_0"].size == 0:
-            raise ValueError(f"{path} holds no images (arr_0 has shape {data['arr_0'].shape})")
-        return data["arr_0"], data.get("labels")
+        images = data["arr_0"]
+        if images.size == 0:
+            raise ValueError(f"{path} holds no images (arr_0 has shape {images.shape})")
+        if images.ndim == 3:  # grayscale [n, H, W]: the layout every scorer reads is [n, H, W, 3]
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+            raise ValueError(f"{path}: arr_0 is {images.dtype} {tuple(data['arr_0'].shape)}; expected uint8 "
+                             "[n, H, W, 3] (or grayscale [n, H, W] / [n, H, W, 1])")
+        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images, data.get("labels")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:

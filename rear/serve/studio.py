@@ -219,7 +219,7 @@ class Studio:
                              "fix class_names in its generation_config.json")
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.class_names = list(names) if names is not None else [f"class {i}" for i in range(C)]
-        sample = generation.sample if generation is not None else SampleConfig()
+        sample = generation.sample if generation is not None and generation.sample is not None else SampleConfig()
         self.defaults = {"classes": [self.class_names[0]], "count": min(config.images, config.max_images),
                          **asdict(sample), "seed": 0}
         self.jobs: OrderedDict[str, Job] = OrderedDict()
