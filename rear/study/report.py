@@ -258,8 +258,9 @@ def verdict(summary: dict, config: StudyConfig) -> list[str]:
     if not _any_matched(summary):
         return []
     ar, rear = arms["ar"], arms["rear"]
-    lines = ["At equal guidance (the matched table above; a difference counts when it exceeds two standard errors, "
-             "which needs two or more seeds per arm):", ""]
+    header = ["At equal guidance (the matched table above; a difference counts when it exceeds two standard errors, "
+              "which needs two or more seeds per arm):", ""]
+    bullets: list[str] = []
     for name in [n for n in column_order(arms) if n in MATCHED]:
         better, worse_at, level = [], [], []
         for g in summary["matched_grid"]:
@@ -269,17 +270,18 @@ def verdict(summary: dict, config: StudyConfig) -> list[str]:
                 continue
             (level if abs(diff) <= 2 * error else worse_at if worse(name, diff) else better).append(f"{g:g}")
         if better or worse_at or level:
-            lines.append(f"- {SHOWN[name][0]}: reAR better at CFG {', '.join(better) or 'none'}; worse at "
+            bullets.append(f"- {SHOWN[name][0]}: reAR better at CFG {', '.join(better) or 'none'}; worse at "
                          f"{', '.join(worse_at) or 'none'}; level at {', '.join(level) or 'none'}.")
     own, g_ar, g_rear = difference(rear["fid"], ar["fid"]), ar["cfg_scale"], rear["cfg_scale"]
     at = {g: ar["matched_cfg"].get(f"{g:g}") and rear["matched_cfg"].get(f"{g:g}") for g in (g_ar, g_rear) if g is not None}
+    guidance: list[str] = []
     if not math.isnan(own[0]) and all(at.values()) and len(at) == len({g_ar, g_rear}):
         gaps = {g: shown_difference(rear["matched_cfg"][f"{g:g}"]["fid"], ar["matched_cfg"][f"{g:g}"]["fid"], "fid")
                 for g in at}
-        lines += ["", f"How much of reAR's FID gain is guidance: reAR - plain AR is {shown_difference(rear['fid'], ar['fid'], 'fid')} "
+        guidance = [f"How much of reAR's FID gain is guidance: reAR - plain AR is {shown_difference(rear['fid'], ar['fid'], 'fid')} "
                   f"with each arm at its own CFG (plain AR {g_ar:g}, reAR {g_rear:g}), {gaps[g_ar]} with both at "
                   f"plain AR's CFG and {gaps[g_rear]} with both at reAR's."]
-    return lines if len(lines) > 2 else []
+    return (header + bullets if bullets else []) + ([""] if bullets and guidance else []) + guidance
 
 
 def matched_means_tables(summary: dict, config: StudyConfig) -> list[str]:
