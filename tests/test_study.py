@@ -306,3 +306,19 @@ def test_the_verdict_reads_the_matched_differences():
     assert "- sFID: reAR better at CFG none; worse at none; level at 1, 2, 4." in text
     assert "+0.01 ± 0.08 with both at plain AR's CFG and -2.00 ± 0.08 with both at reAR's" in text
     assert "-1.00 ± 0.08 with each arm at its own CFG (plain AR 2, reAR 4)" in text
+
+
+def test_an_instrument_replaced_in_place_is_refused(finished, tmp_path):
+    """The ledger knows its tokenizer and classifier by content: retraining one at the same path stops the study."""
+    from rear.tokenizer.conv_vq import ConvVQTokenizer, save_tokenizer
+
+    root, data, _ = finished
+    for name in ("results", "out"):
+        shutil.copytree(root / name, tmp_path / name)
+    recorded = results(tmp_path)["units"]
+    assert len(recorded["tokenizer"]["fingerprint"]) == 64 and len(recorded["classifier"]["fingerprint"]) == 64
+    run_study(tiny_study(tmp_path, data))  # unchanged: nothing to do, nothing refused
+    config = tiny_study(tmp_path, data)
+    save_tokenizer(ConvVQTokenizer(config.tokenizer.model), tmp_path / "results" / "tokenizer")  # retrained in place
+    with pytest.raises(ValueError, match="tokenizer is not the tokenizer this study measured with"):
+        run_study(config)

@@ -48,6 +48,7 @@ from rear.study.plan import chosen_cfg, eval_steps, matched_grid, run_order, val
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
 from rear.train.trainer import CHECKPOINT, train
+from rear.weights import state_fingerprint
 
 # The four arms as overrides of the shared reAR training config.
 ARMS: dict[str, dict] = {
@@ -174,7 +175,8 @@ class Study:
         else:
             metrics = train_tokenizer(config, *fashion_mnist_images(c.data_dir, config.model.image_size), progress=False)
         return {"psnr": metrics["psnr"], "codes_used": round(metrics["usage"] * config.model.codebook_size),
-                "usage": metrics["usage"], "train_seconds": metrics["train_seconds"]}
+                "usage": metrics["usage"], "train_seconds": metrics["train_seconds"],
+                "fingerprint": self.tokenizer.fingerprint()}
 
     def make_classifier(self) -> dict:
         c, folder = self.config.classifier, self.classifier_dir
@@ -183,7 +185,21 @@ class Study:
         else:
             tensors = {s: (to_tensor(x, c.image_size), torch.from_numpy(y)) for s, (x, y) in self.fashion.items()}
             metrics = train_classifier(c, tensors["train"], tensors["test"], folder, progress=False)
-        return {"test_acc": metrics["test_accuracy"]}
+        return {"test_acc": metrics["test_accuracy"], "fingerprint": self.classifier_fingerprint()}
+
+    def classifier_fingerprint(self) -> str:
+        return state_fingerprint(self.classifier.state_dict())
+
+    def check_instruments(self) -> None:
+        """The tokenizer and classifier on disk are the ones the ledger's units were measured with (by
+        content, not by path): a file replaced in place would silently mix two studies in one ledger."""
+        for unit, folder, current in (("tokenizer", self.tokenizer_dir, lambda: self.tokenizer.fingerprint()),
+                                      ("classifier", self.classifier_dir, self.classifier_fingerprint)):
+            recorded = self.ledger.units.get(unit, {}).get("fingerprint")
+            if recorded is not None and folder.is_dir() and current() != recorded:
+                raise ValueError(f"{folder} is not the {unit} this study measured with (weights sha256 {recorded[:16]}, "
+                                 f"now {current()[:16]}); restore it (git checkout) or set results=... and out=... for "
+                                 "a new study")
 
     def make_stores(self) -> dict:
         tokenizer, made = self.tokenizer, {}
@@ -376,6 +392,7 @@ def _run(config: StudyConfig) -> Path:
         if ledger.done(unit) and not folder.is_dir():
             raise FileNotFoundError(f"{ledger.path} records the {unit} but {folder} is missing; restore it (it is "
                                     "committed with the results) or set results=... and out=... for a new study")
+    study.check_instruments()
     began = time.perf_counter()
     while True:  # the plan is drawn again after every unit: the CFG grid's extension depends on results
         units = study.units()
