@@ -49,7 +49,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from rear.config import PRESETS, generator_preset
-    from rear.generator import Generator, build_generator
+    from rear.generator import build_generator
 
     for name in args.presets or PRESETS:
         config = generator_preset(name)

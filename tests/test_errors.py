@@ -165,7 +165,7 @@ def test_existing_eval_outputs_are_not_replaced(tmp_path, capsys):
 
 def test_broken_weights_are_refused_naming_the_file_and_tensor(tmp_path, capsys):
     """NaN / Inf weights and integer weights where the model holds floats fail to load, in one line."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from conftest import random_generator, tiny_conv_vq
     from rear.tokenizer.conv_vq import save_tokenizer

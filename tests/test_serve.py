@@ -362,3 +362,8 @@ def test_the_page_in_chromium_chooses_a_class_generates_and_shows_the_grid(live_
         assert image.size == (GRID_PX, GRID_PX) and json.loads(image.text["rear:settings"])["seed"] == 3
     if os.environ.get("REAR_SCREENSHOT"):
         browser.save_screenshot(os.environ["REAR_SCREENSHOT"])
+
+
+def test_a_serve_config_out_of_range_is_refused(folders):
+    with pytest.raises(ValueError, match=r"max_images must lie in \[1, inf\), got 0"):
+        load_studio(folders / "named", folders / "tokenizer", config=ServeConfig(max_images=0))

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from rear.checkpoint import Generation, load_generator, read_generation
-from rear.config import SampleConfig, ServeConfig
+from rear.config import SampleConfig, ServeConfig, check_ranges
 from rear.generator import Generator
 from rear.generator.sampling import generate
 from rear.images import tile
@@ -212,6 +212,7 @@ class Studio:
 
     def __init__(self, model: Generator, tokenizer: VQTokenizer, generation: Optional[Generation],
                  config: ServeConfig = ServeConfig()) -> None:
+        check_ranges(config)  # a ServeConfig built in Python gets the bounds a merged config gets
         C = model.config.num_classes
         names = generation.class_names if generation is not None and generation.class_names else None
         if names is not None and len(names) != C:
