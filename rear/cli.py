@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from rear.train.trainer import train
 
     config = merge(TrainConfig, args.config, args.overrides)
-    config.threads = threads.use("train", args.threads, config.threads, announce=os.environ.get("RANK", "0") == "0")
+    config.threads = threads.use("train", args.threads, config.threads)
     checkpoint = train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"checkpoint: {checkpoint}")
 
@@ -675,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
     before = torch.get_num_threads()  # a command's threads hold for that command only (main may run in-process)
     try:
         if hasattr(args, "threads") and not args.threads_in_config:
-            threads.use(args.command, args.threads, announce=os.environ.get("RANK", "0") == "0")
+            threads.use(args.command, args.threads)
         args.func(args)
     except KeyboardInterrupt as interrupt:
         if debug:

@@ -8,6 +8,11 @@ import torch
 import torch.distributed as dist
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), readable before `setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @dataclass
 class World:
     rank: int
@@ -22,7 +27,7 @@ class World:
 def setup() -> World:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), if any."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = launched_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from rear.distributed import launched_rank
+
 
 class Locked(OSError):
     """Another live process holds the output."""
@@ -68,7 +70,7 @@ def locked(where: Callable[..., str | Path]) -> Callable:
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if os.environ.get("RANK", "0") != "0":
+            if launched_rank() != 0:
                 return function(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()

@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from rear.distributed import launched_rank
+
 
 def default_threads() -> tuple[int, str]:
     """(threads, why): the free cores (available minus the recent load), divided among local ranks."""
@@ -22,8 +24,9 @@ def default_threads() -> tuple[int, str]:
     return max(1, free // ranks), why
 
 
-def use(command: str, requested: int | None, configured: int = 0, announce: bool = True) -> int:
-    """Set torch's CPU threads for this process by the policy above and say so; returns the count."""
+def use(command: str, requested: int | None, configured: int = 0) -> int:
+    """Set torch's CPU threads for this process by the policy above and say so (rank 0 under torchrun);
+    returns the count."""
     if requested is not None and requested < 1:
         raise ValueError(f"--threads must be at least 1, got {requested}")
     if requested:
@@ -34,6 +37,6 @@ def use(command: str, requested: int | None, configured: int = 0, announce: bool
         count, why = default_threads()
         origin = f"default: {why}"
     torch.set_num_threads(count)
-    if announce:
+    if launched_rank() == 0:
         print(f"rear {command}: {count} CPU thread{'s' if count > 1 else ''} ({origin}; --threads N to choose)")
     return count
