@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from rear import threads
+from rear.errors import one_line
 
 TOKENIZER_HELP = ("a folder from `rear tokenizer train`, maskgit-vqgan-imagenet-f16-256.bin, a TiTok (its Hugging Face "
                   "folder or .bin) or AliTok.pth")
@@ -26,7 +27,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
     from rear.config import TokenizerTrainConfig, merge
     from rear.data.folder import infer_channels
-    from rear.data.store import parse_source
+    from rear.data.store import parse_source, split_parts
+    from rear.evaluation.classifier import load_classifier
     from rear.tokenizer.train import source_images, train_tokenizer
 
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
@@ -42,8 +44,19 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
               f"read from the images of {root}; set model.channels to choose")
     train_images, heldout = source_images(args.source, config, args.strict)
     print(f"{len(train_images)} training images, {len(heldout)} held out")
+    classifier = load_classifier(args.classifier) if args.classifier else None  # fails before the training
     metrics = train_tokenizer(config, train_images, heldout)
     print(f"tokenizer: {config.out}  held-out PSNR {metrics['psnr']:.2f} dB  codebook usage {metrics['usage']:.1%}")
+    if classifier is not None:
+        from rear.evaluation.ceiling import ceiling_line, ceiling_warning, source_ceiling
+        from rear.tokenizer.load import load_tokenizer
+        from rear.tokenizer.train import record_metrics
+
+        ceiling = source_ceiling(load_tokenizer(config.out), classifier, split_parts(args.source)[1], config.data_dir)
+        record_metrics(config.out, {"ceiling": ceiling})
+        print(ceiling_line(ceiling))
+        if warning := ceiling_warning(ceiling):
+            print(f"rear tokenizer train: warning: {warning}", file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -274,13 +287,13 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.config import ClassifierConfig, merge
     from rear.data.folder import infer_channels
-    from rear.data.store import open_source, parse_source, read_all
+    from rear.data.store import open_source, parse_source, read_all, split_parts
     from rear.evaluation.classifier import train_classifier
 
     _refuse_existing(args.out, args.overwrite)
     merge(ClassifierConfig, args.overrides)  # a mistaken key or value fails here, before any data is read
     root, _ = parse_source(args.source)
-    parts = ("fashion-mnist:train", "fashion-mnist:test") if root == "fashion-mnist" else (f"{root}:train", f"{root}:heldout")
+    parts = split_parts(args.source)
     chosen = {o.split("=", 1)[0] for o in args.overrides}
     probe = open_source(parts[0], 1, args.data_dir)
     found = {"num_classes": len(probe.class_names),
@@ -295,28 +308,18 @@ def cmd_eval_classifier(args: argparse.Namespace) -> None:
 
 
 def _extractor(args: argparse.Namespace):
-    """(embed: uint8 [n, H, W, 3] -> features, image size it needs or None, the domain classifier or None:
-    with one, labels are its classes)."""
-    from rear.evaluation import evaluate as ev
+    from rear.evaluation.evaluate import open_extractor
 
-    if args.inception is not None:
-        from rear.metrics.inception import load_inception
-
-        inception = load_inception(args.inception or None)
-        return lambda images: inception.embed(ev.to_inception_input(images)), None, None
-    from rear.evaluation.classifier import load_classifier
-
-    classifier = load_classifier(args.classifier)
-    return lambda images: classifier.embed(ev.to_classifier_input(images, classifier)), classifier.config.image_size, classifier
+    return open_extractor(args.classifier, None if args.classifier else args.inception or None)
 
 
 def cmd_eval_stats(args: argparse.Namespace) -> None:
     from rear.evaluation.evaluate import save_reference
 
     _refuse_existing(args.out, args.overwrite)
-    embed, size, _ = _extractor(args)
-    images = _reference_images(args.source, size or 32, args.data_dir)
-    path = save_reference(args.out, embed(images), images.shape[1])
+    extractor = _extractor(args)
+    images = _reference_images(args.source, extractor.image_size or 32, args.data_dir)
+    path = save_reference(args.out, extractor.embed(images), images.shape[1], extractor.fingerprint)
     print(f"reference statistics of {len(images)} images: {path}")
 
 
@@ -325,24 +328,40 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 
     from rear.evaluation.evaluate import load_images, load_reference, reference_statistics, score, write_metrics
 
-    embed, size, classifier = _extractor(args)
+    extractor = _extractor(args)
     images, labels = load_images(args.samples)
-    if classifier is not None:
+    if args.tokenizer and (extractor.classifier is None or Path(args.reference).suffix == ".npz"):
+        raise ValueError("--tokenizer (the ceiling) needs --classifier and a labelled --reference source such as "
+                         "FOLDER:heldout or fashion-mnist:test")
+    if extractor.classifier is not None:
         from rear.evaluation.evaluate import check_domain
 
-        for warning in check_domain(images, labels, classifier):
+        for warning in check_domain(images, labels, extractor.classifier):
             print(f"rear eval score: warning: {warning}", file=sys.stderr)
     if args.reference.endswith(".npz") and Path(args.reference).is_file():
-        reference = load_reference(args.reference, embed)
+        reference = load_reference(args.reference, extractor.embed, extractor.fingerprint)
         if "image_size" in reference and int(reference["image_size"]) != images.shape[1]:
             raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
     else:
-        reference = reference_statistics(embed(_reference_images(args.reference, size or images.shape[1], args.data_dir)))
-    metrics = {**score(embed(images), reference, labels if classifier is not None else None),
-               "samples": str(args.samples), "reference": args.reference}
+        size = extractor.image_size or images.shape[1]
+        reference = reference_statistics(extractor.embed(_reference_images(args.reference, size, args.data_dir)))
+    metrics = {**score(extractor.embed(images), reference, labels if extractor.classifier is not None else None),
+               "samples": str(args.samples), "reference": args.reference, "extractor": extractor.fingerprint}
+    if args.tokenizer:
+        from rear.evaluation.ceiling import ceiling_line, ceiling_warning, source_ceiling
+        from rear.tokenizer.load import load_tokenizer
+
+        metrics["ceiling"] = source_ceiling(load_tokenizer(args.tokenizer), extractor.classifier, args.reference,
+                                            args.data_dir)
+        if warning := ceiling_warning(metrics["ceiling"]):
+            metrics["warnings"].append(warning)
     out = Path(args.out or Path(args.samples).with_name("metrics.json"))
     write_metrics(metrics, out)
     print(json.dumps(metrics, indent=2))
+    if "ceiling" in metrics:
+        print(ceiling_line(metrics["ceiling"]))
+    for warning in metrics["warnings"]:
+        print(f"rear eval score: warning: {warning}", file=sys.stderr)
     print(f"metrics: {out}")
 
 
@@ -385,7 +404,9 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if args.classifier:
         from rear.evaluation.classifier import load_classifier
 
-        def ceiling() -> float:  # the held-out store's own images, in the tokenizer's channels
+        from rear.evaluation.ceiling import ceiling_warning, tokenizer_ceiling
+
+        def ceiling() -> dict:  # the held-out store's own images, in the tokenizer's channels
             source = open_source(source_spec(store.manifest["source"]), tokenizer.channels, args.data_dir)
             images, source_labels = read_all(source, tokenizer.image_size)
             # files skipped as unreadable then (or now) shift every later index: the items must line up
@@ -393,9 +414,12 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
                 raise ValueError(f"the store's source {store.manifest['source']} no longer matches the store "
                                  f"({len(images)} readable images now, {len(store)} in the store, or other labels); "
                                  "pretokenize it again")
-            return d.tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images[torch.from_numpy(items)])
+            found = tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images[torch.from_numpy(items)], labels)
+            if warning := ceiling_warning(found):
+                print(f"rear diagnose: warning: {warning}", file=sys.stderr)
+            return found
 
-        attempt("tokenizer_ceiling_fid", ceiling)
+        attempt("tokenizer_ceiling", ceiling)
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
@@ -476,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "evaluates on FOLDER:heldout (10%% of each class, fixed by file names); channels are read "
                            "from the images unless the config sets model.channels")
     tok_train.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    tok_train.add_argument("--classifier", help="domain classifier folder (rear eval train-classifier): also report the "
+                           "semantic ceiling, its accuracy on reconstructions of the held-out images beside the originals")
     tok_train.add_argument("--force", action="store_true", help="replace an existing output folder")
     _add_threads_flag(tok_train, configured=True)
     tok_train.set_defaults(func=cmd_tokenizer_train)
@@ -542,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("checkpoint", help="generator checkpoint folder or Hugging Face repo id")
     sample.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     sample.add_argument("--out", required=True)
-    sample.add_argument("--num-samples", type=count, required=True)
+    sample.add_argument("--num-samples", type=count, required=True,
+                        help="images, class i mod C for image i: as even over the C classes as N allows")
     sample.add_argument("--batch-size", type=count, default=64)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--overwrite", action="store_true",
@@ -594,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fashion-mnist:test, FOLDER:heldout (any source name), a plain image folder, "
                        "or statistics from `rear eval stats` / an ADM reference .npz")
     _add_extractor_flags(score)
+    score.add_argument("--tokenizer", help="the samples' tokenizer: also record its ceiling (the classifier's accuracy, "
+                       "FID and KID of its reconstructions of the reference images); needs --classifier and a "
+                       "labelled reference such as FOLDER:heldout")
     score.add_argument("--out", help="metrics JSON (default: metrics.json beside the samples)")
     score.add_argument("--data-dir")
     _add_threads_flag(score)
@@ -684,7 +714,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError, FloatingPointError, ImportError) as error:  # OSError: missing files, full disks; ImportError: an extra not installed
         if debug:
             raise
-        print(f"rear {args.command}: error: {error}", file=sys.stderr)
+        print(f"rear {args.command}: error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
     finally:
         torch.set_num_threads(before)

@@ -215,6 +215,9 @@ class TrainConfig:
     tokenizer: str = MISSING  # the tokenizer that made the store: its codebook vectors are the targets
     out_dir: str = "runs/train"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # take generator.codebook_size, num_tokens, num_classes and align.code_dim from the store's manifest
+    # (own images: nothing to count by hand); the checkpoint records the values taken
+    sizes_from_store: bool = False
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -328,6 +331,9 @@ def merge(schema: type[T] | T, *sources: Any) -> T:
         result = OmegaConf.to_object(merged)
     except MissingMandatoryValue as error:
         raise ValueError(f"{error.full_key} is not set: give it in the config or as {error.full_key}=...") from None
+    except OmegaConfBaseException as error:  # e.g. ${oc.env:VAR,default} with a value of the wrong type
+        raise ValueError(f"{getattr(error, 'full_key', None) or 'a setting'}: "
+                         f"{(str(error).strip().splitlines() or [type(error).__name__])[0]}") from None
     if dataclasses.is_dataclass(result):
         check_ranges(result)  # every numeric setting in range before any work
     return result

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from rear.errors import first_line
+
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
@@ -95,12 +97,6 @@ def replace_dir(build: Callable[[Path], None], target: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def first_line(error: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its type when the message is empty), for one-line errors."""
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:limit]
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:

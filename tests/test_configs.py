@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rear.config import StudyConfig, TokenizerTrainConfig, TrainConfig, merge
-from rear.generator import Generator, build_generator
+from rear.generator import build_generator
 from rear.tokenizer.conv_vq import ConvVQTokenizer
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))

@@ -326,3 +326,51 @@ def test_poor_one_liners_are_plain(tmp_path, capsys):
         train_classifier(ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8), data, data,
                          tmp_path / "c", progress=False)
     assert json.loads((tmp_path / "s" / "settings.json").read_text())["sample"]["cfg_scale"] == 15.0
+
+
+def test_reference_statistics_belong_to_their_extractor(tmp_path, capsys):
+    """Statistics saved with one classifier are refused for another (retrained at the same path); statistics of
+    another feature size (an Inception reference scored with a classifier) are named, not a broadcast error."""
+    from rear.config import ClassifierConfig
+    from rear.evaluation.classifier import train_classifier
+
+    config = ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8, epochs=1, batch_size=4)
+    data = (torch.rand(8, 1, 8, 8), torch.arange(8) % 2)
+    gray = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8).repeat(3, -1)
+    np.savez(tmp_path / "samples.npz", arr_0=gray, labels=np.arange(6) % 2)
+    train_classifier(config, data, data, tmp_path / "c", progress=False)
+    main(["eval", "stats", str(tmp_path / "samples.npz"), "--classifier", str(tmp_path / "c"), "--out",
+          str(tmp_path / "ref.npz")])
+    score = ("eval", "score", tmp_path / "samples.npz", "--reference", tmp_path / "ref.npz", "--classifier", tmp_path / "c")
+    main([str(a) for a in score])  # the same classifier: scored
+    assert "the covariance is singular" in capsys.readouterr().err  # 6 images in 8 dims: said, not silent
+    shutil.rmtree(tmp_path / "c")
+    other = (data[0].flip(-1), data[1])
+    train_classifier(config, other, other, tmp_path / "c", progress=False)  # another classifier at the same path
+    assert "holds statistics of another feature extractor" in fails(capsys, *score)
+    with np.load(tmp_path / "ref.npz") as ref:
+        wide = {k: ref[k] for k in ref.files if k != "extractor"}
+    wide["mu"], wide["sigma"] = np.zeros(2048), np.eye(2048)
+    np.savez(tmp_path / "wide.npz", **wide)
+    assert "statistics of 2048-dim features, the samples' extractor gives 8-dim" in fails(
+        capsys, "eval", "score", tmp_path / "samples.npz", "--reference", tmp_path / "wide.npz", "--classifier", tmp_path / "c")
+
+
+def test_system_errors_name_the_path_and_what_to_do(tmp_path, capsys):
+    """An OSError from the system is not printed as "[Errno N] ..." alone."""
+    import errno
+
+    from rear.errors import one_line
+
+    assert one_line(OSError(errno.ENOSPC, "No space left on device")) == (
+        "No space left on device; free some space or write elsewhere, then run the command again (finished work is kept)")
+    assert one_line(PermissionError(errno.EACCES, "Permission denied", "/x/y")).startswith("Permission denied: /x/y; choose")
+    assert one_line(FileNotFoundError("model.safetensors not found")) == "model.safetensors not found"  # ours: as it is
+    (tmp_path / "file").write_text("")
+    message = fails(capsys, "eval", "stats", "fashion-mnist:test", "--classifier", tmp_path / "c", "--out",
+                    tmp_path / "file" / "ref.npz")  # refused before anything is read: the classifier is absent
+    assert "Errno" not in message
+    np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    message = fails(capsys, "eval", "score", tmp_path / "s.npz", "--reference", tmp_path / "s.npz", "--classifier",
+                    tmp_path / "file")
+    assert "Errno" not in message

@@ -48,12 +48,14 @@ def test_resumed_sampling_writes_the_same_files(tmp_path):
     assert np.array_equal(load_images(tmp_path / "a" / ARCHIVE)[0], load_images(tmp_path / "b" / ARCHIVE)[0])
 
 
-def test_unbalanced_count_and_changed_settings_are_refused(tmp_path):
+def test_any_count_is_as_balanced_as_it_can_be_and_changed_settings_are_refused(tmp_path):
     model, tokenizer = tiny_pair()
-    with pytest.raises(ValueError, match="not a multiple of the 5 classes"):
-        write_samples(model, tokenizer, tmp_path, 12, SAMPLE, progress=False)
+    write_samples(model, tokenizer, tmp_path / "uneven", 12, SAMPLE, progress=False)  # 5 classes: 3, 3, 2, 2, 2
+    images, labels = load_images(tmp_path / "uneven" / ARCHIVE)
+    assert len(images) == 12 and np.bincount(labels).tolist() == [3, 3, 2, 2, 2]
+    assert json.loads((tmp_path / "uneven" / SETTINGS).read_text())["num_samples"] == 12
     write_samples(model, tokenizer, tmp_path, 10, SAMPLE, progress=False)
-    with pytest.raises(ValueError, match="other weights or settings"):
+    with pytest.raises(ValueError, match=r"other sample.cfg_scale \(2.0 -> 3.0\)"):
         write_samples(model, tokenizer, tmp_path, 10, SampleConfig(cfg_scale=3.0), progress=False)
 
 
@@ -64,7 +66,7 @@ def test_samples_of_changed_weights_are_never_reused(tmp_path):
     png_path(tmp_path, 7).unlink()  # a half-finished folder
     with torch.no_grad():  # the same checkpoint path after more training
         model.lm_head.weight.normal_(0, 1.0)
-    with pytest.raises(ValueError, match="other weights or settings"):
+    with pytest.raises(ValueError, match="holds samples of other generator weights \\("):
         write_samples(model, tokenizer, tmp_path, 10, SAMPLE, batch_size=5, progress=False)
     write_samples(model, tokenizer, tmp_path, 10, SAMPLE, batch_size=5, progress=False, overwrite=True)
     fresh = tmp_path.parent / "fresh"
@@ -97,6 +99,18 @@ def test_score_of_a_set_against_itself():
     metrics = score(features, reference_statistics(features), labels)
     assert abs(metrics["fid"]) < 1e-6 and abs(metrics["sfid"]) < 1e-6
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0 and metrics["class_accuracy"] == 1.0
+    assert abs(metrics["kid"]) < 2 * metrics["kid_se"] and metrics["num_reference"] == 60  # a set against itself
+    # 60 images in 32 dims: covariance full rank, but a small reference for precision/recall
+    assert len(metrics["warnings"]) == 1 and "k=3 nearest neighbours among 60" in metrics["warnings"][0]
+
+
+def test_sets_smaller_than_the_feature_dimension_are_named():
+    from rear.evaluation.evaluate import small_set_warnings
+
+    singular, coarse = small_set_warnings(180, 1000, 256)
+    assert "the reference holds 180 images, not more than the 256 feature dimensions" in singular
+    assert "trust KID" in singular and "180 reference images" in coarse
+    assert small_set_warnings(10_000, 10_000, 2048) == []
 
 
 def test_classifier_learns_a_separable_task(tmp_path):

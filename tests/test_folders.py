@@ -77,13 +77,14 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
     # the ceiling is computed on the folder's own held-out images, in the tokenizer's channels
     from rear.data.store import open_source, read_all
     from rear.evaluation.classifier import load_classifier
-    from rear.evaluation.diagnose import tokenizer_ceiling
+    from rear.evaluation.ceiling import tokenizer_ceiling
     from rear.tokenizer.load import load_tokenizer
 
     tokenizer = load_tokenizer(tmp_path / "tok")
-    images = read_all(open_source(f"{data}:heldout", tokenizer.channels), 16)[0]
-    direct = tokenizer_ceiling(tokenizer, load_classifier(tmp_path / "clf"), images)
-    assert found["tokenizer_ceiling_fid"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+    images, labels = read_all(open_source(f"{data}:heldout", tokenizer.channels), 16)
+    direct = tokenizer_ceiling(tokenizer, load_classifier(tmp_path / "clf"), images, labels)
+    assert found["tokenizer_ceiling"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+    assert {"accuracy_originals", "accuracy_reconstructions", "kid", "kid_se"} <= set(direct) and direct["images"] == 6
     # a held-out file broken after pretokenizing would shift every later item: the ceiling says so, the rest runs
     from rear.data.folder import ImageFolder, heldout_indices
 
@@ -94,7 +95,7 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
           str(tmp_path / "heldout"), "--classifier", str(tmp_path / "clf"), "--count", "6", "--samples", "6",
           "--out", str(tmp_path / "diagnose.json")])
     found = json.loads((tmp_path / "diagnose.json").read_text())
-    assert "no longer matches the store" in found["tokenizer_ceiling_fid"] and "pretokenize it again" in found["tokenizer_ceiling_fid"]
+    assert "no longer matches the store" in found["tokenizer_ceiling"] and "pretokenize it again" in found["tokenizer_ceiling"]
     assert isinstance(found["correct_token_ratio_clean"], float)
 
 

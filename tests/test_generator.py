@@ -4,7 +4,7 @@ import torch
 
 from conftest import BACKBONE_PRESETS, random_generator, tiny_config
 from rear.config import PRESETS, generator_preset
-from rear.generator import Generator, build_generator
+from rear.generator import build_generator
 
 
 @pytest.mark.parametrize(

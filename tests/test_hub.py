@@ -1,4 +1,5 @@
 """Sharing models: save_pretrained / from_pretrained, model cards, repo ids, settings that travel."""
+import hashlib
 import json
 import sys
 import types
@@ -149,6 +150,7 @@ def test_reproduce_writes_every_setting_beside_the_samples(tmp_path, monkeypatch
 
     from rear.metrics import statistics
     from rear.metrics.inception import InceptionFeatures, load_inception
+    from rear.weights import state_fingerprint
     from rear.tokenizer.conv_vq import save_tokenizer
     from test_inception import random_state
 
@@ -166,6 +168,9 @@ def test_reproduce_writes_every_setting_beside_the_samples(tmp_path, monkeypatch
     assert {"fid", "sfid", "inception_score", "precision", "recall"} <= set(record)
     assert record["sample"]["cfg_scale"] == 2.0 and record["num_samples"] == 6 and record["commit"]
     assert record["images_per_s"] > 0 and record["checkpoint"] == str(tmp_path / "g")
+    # every input by content: the reference's bytes and the Inception's weights
+    assert record["reference_sha256"] == hashlib.sha256((tmp_path / "ref.npz").read_bytes()).hexdigest()
+    assert record["inception"] == state_fingerprint(load_inception(tmp_path / "inception.pth").state_dict())
     with np.load(tmp_path / "r" / "samples.npz") as samples:
         assert samples["arr_0"].shape == (6, 8, 8, 3)
     assert '"fid"' in capsys.readouterr().out

@@ -102,6 +102,17 @@ def test_downloaded_weights_must_match_the_hash_in_their_name(tmp_path, monkeypa
         load_inception(tmp_path / "absent.pth")
 
 
+def test_the_whole_digest_is_checked_not_the_prefix_in_the_name(tmp_path, monkeypatch):
+    import rear.metrics.inception as inception
+
+    (tmp_path / "w.pth").write_bytes(b"x")
+    assert inception.WEIGHTS_SHA256.startswith(inception.WEIGHTS_NAME.rsplit("-", 1)[1].split(".")[0])
+    monkeypatch.setattr(inception, "sha256", lambda path: inception.WEIGHTS_SHA256[:8] + "0" * 56)
+    assert "not 6726825d0af5f729" in inception.check_weights(tmp_path / "w.pth")  # same first 8 digits, other file
+    monkeypatch.setattr(inception, "sha256", lambda path: inception.WEIGHTS_SHA256)
+    assert inception.check_weights(tmp_path / "w.pth") is None
+
+
 def test_state_that_does_not_fit_is_refused(tmp_path):
     model = InceptionFeatures()
     state = random_state(model)

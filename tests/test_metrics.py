@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from rear.metrics import fid_from_features, fid_sampling_error, frechet_distance, inception_score, precision_recall, statistics
+from rear.metrics import (fid_from_features, fid_sampling_error, frechet_distance, inception_score,
+                          kernel_inception_distance, precision_recall, statistics)
 
 
 def test_fid_of_a_set_with_itself_is_zero():
@@ -103,3 +104,21 @@ def test_fid_sampling_error_matches_the_spread_of_independent_draws():
     estimates = [fid_sampling_error(draw(), mu, sigma, draws=40, seed=i) for i in range(5)]
     assert 0.6 < np.median(estimates) / spread < 1.6
     assert fid_sampling_error(np.repeat(rng.standard_normal((1, F)), n, 0), mu, sigma) == 0  # one point: no spread
+
+
+def test_kid_is_the_unbiased_mmd_and_its_standard_error_fits_the_spread():
+    """KID against a brute-force U-statistic; zero in expectation for equal distributions; its standard error
+    close to the spread over fresh draws when the distributions differ (conservative when they do not)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 6)), rng.normal(size=(40, 6)) + 0.3
+    k = lambda a, b: (a @ b.T / 6 + 1) ** 3  # noqa: E731
+    brute = ((k(x, x).sum() - np.trace(k(x, x))) / (50 * 49) + (k(y, y).sum() - np.trace(k(y, y))) / (40 * 39)
+             - 2 * k(x, y).mean())
+    assert kernel_inception_distance(x, y, chunk=7)[0] == pytest.approx(brute, rel=1e-10)
+    shifted = [kernel_inception_distance(rng.normal(size=(200, 16)), rng.normal(size=(150, 16)) + 0.15) for _ in range(80)]
+    spread, se = np.std([v for v, _ in shifted], ddof=1), np.mean([s for _, s in shifted])
+    assert 0.7 < se / spread < 1.4
+    same = [kernel_inception_distance(rng.normal(size=(200, 16)), rng.normal(size=(150, 16)))[0] for _ in range(80)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(80)  # unbiased: no offset at small n, unlike FID
+    with pytest.raises(ValueError, match="KID needs"):
+        kernel_inception_distance(np.zeros((1, 3)), np.zeros((5, 3)))

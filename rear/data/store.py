@@ -2,15 +2,18 @@
 
 Folder layout:  codes.npy  uint16 [capacity, V, N]   (only the first `num_items` rows are valid)
                 labels.npy int32  [capacity]
-                manifest.json     tokenizer identity and fingerprint, grid, views, classes, counts
+                manifest.json     tokenizer identity and fingerprint, grid, views, classes, counts, and
+                                  the sha256 of the finished arrays (the store's content, for runs to record)
 Writing goes chunk by chunk; the manifest (rewritten atomically after each chunk) records how far
 it got, so an interrupted run resumes where it stopped. Reading never loads the arrays whole.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -109,6 +112,12 @@ def parse_source(spec: str) -> tuple[str, str | None]:
     if head and tail in PARTS:
         return head, tail
     return spec, None
+
+
+def split_parts(spec: str) -> tuple[str, str]:
+    """The (training, held-out) parts of a source: fashion-mnist:train and :test, FOLDER:train and :heldout."""
+    root, _ = parse_source(spec)
+    return ("fashion-mnist:train", "fashion-mnist:test") if root == "fashion-mnist" else (f"{root}:train", f"{root}:heldout")
 
 
 def open_source(spec: str, channels: int, data_dir: str | None = None) -> Source:
@@ -238,10 +247,19 @@ def pretokenize(
         what = "no readable image at all" if len(empty) == len(present) else f"no readable image of class(es) {', '.join(empty[:5])}"
         raise ValueError(f"{source.identity} has {what} ({len(manifest['skipped'])} unreadable file(s)); fix or remove "
                          "them, or drop the empty class folders")
-    manifest["complete"] = True
+    manifest.update(complete=True, sha256=content_digest(codes[: manifest["num_items"]], labels[: manifest["num_items"]]))
     _write_manifest(out, manifest)
     warn_skipped(manifest["skipped"], strict=False)
     return out
+
+
+def content_digest(codes: np.ndarray, labels: np.ndarray, rows: int = 4096) -> str:
+    """sha256 over the valid rows of codes [n, V, N] and labels [n], read a slice at a time (memory-mapped)."""
+    digest = hashlib.sha256()
+    for array in (codes, labels):
+        for start in range(0, len(array), rows):
+            digest.update(np.ascontiguousarray(array[start : start + rows]).tobytes())
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ reading
@@ -297,6 +315,11 @@ class TokenStore:
         tokens = np.empty((len(items), self.codes.shape[-1]), np.int64)
         tokens[order] = self.codes[items[order], views[order]]
         return torch.from_numpy(tokens), torch.from_numpy(self.labels[items].astype(np.int64))
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the store's content (recorded when it was finished; computed for older stores)."""
+        return self.manifest.get("sha256") or content_digest(self.codes, self.labels)
 
     def check_tokenizer(self, fingerprint: str) -> None:
         """Refuse a store made by another tokenizer than the one the run names."""

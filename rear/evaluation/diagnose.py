@@ -1,7 +1,7 @@
 """Generator-tokenizer consistency, measured (the paper's two claims).
 
 - re-tokenization consistency: decode sampled tokens, encode the images again, fraction unchanged;
-- the tokenizer's ceiling: FID of held-out reconstructions against the held-out images;
+- the tokenizer's ceiling (rear.evaluation.ceiling): what its reconstructions of held-out images keep;
 - correct-token ratio (top-1 next-token accuracy) on held-out tokens, clean and corrupted context;
 - mean cosine between the decode head's prediction and the target codebook vector, beside what the
   alignment loss could ask beyond cross-entropy (alignment_information).
@@ -14,9 +14,7 @@ import torch.nn.functional as F
 
 from rear.config import SampleConfig
 from rear.data.store import TokenStore
-from rear.evaluation.classifier import Classifier
 from rear.generator import Generator
-from rear.metrics import fid_from_features
 from rear.regularizers import corrupt_context
 from rear.tokenizer.base import VQTokenizer
 
@@ -68,18 +66,6 @@ def alignment_information(model: Generator, tokens: torch.Tensor, labels: torch.
     head = decode_cosine(model, tokens, labels, codebook) if model.decode_align_mlp is not None else None
     return {"constant_cosine": (target * constant).sum(-1).mean().item(), "decode_head_cosine": head,
             "implied_cosine": (target * implied).sum(-1).mean().item(), "code_dim": codebook.shape[1]}
-
-
-@torch.no_grad()
-def tokenizer_ceiling(tokenizer: VQTokenizer, classifier: Classifier, images: torch.Tensor) -> float:
-    """FID (classifier features) of reconstructions of held-out images against those images."""
-    recon = torch.cat([tokenizer.decode(tokenizer.encode(images[i : i + 500])) for i in range(0, len(images), 500)])
-    def to_input(x: torch.Tensor) -> torch.Tensor:  # [n, C, S, S] in the classifier's channels
-        if classifier.config.channels == 1 and x.shape[1] == 3:
-            return x.mean(1, keepdim=True)
-        return x.expand(-1, 3, -1, -1) if classifier.config.channels == 3 and x.shape[1] == 1 else x
-
-    return fid_from_features(classifier.embed(to_input(images))["pool"], classifier.embed(to_input(recon))["pool"])
 
 
 def heldout_tokens(store: TokenStore, count: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,15 +4,17 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rear.evaluation.classifier import Classifier
-from rear.metrics import frechet_distance, inception_score, precision_recall, statistics
-from rear.weights import first_line
+from rear.evaluation.classifier import Classifier, load_classifier
+from rear.metrics import frechet_distance, inception_score, kernel_inception_distance, precision_recall, statistics
+from rear.errors import first_line
+from rear.weights import state_fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -91,6 +93,30 @@ def to_inception_input(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(images)).float().div(255).permute(0, 3, 1, 2)
 
 
+@dataclass(frozen=True)
+class Extractor:
+    """What turns uint8 images [n, H, W, 3] into features: the FID InceptionV3 or a domain classifier."""
+
+    embed: Callable[[np.ndarray], dict[str, np.ndarray]]
+    image_size: int | None  # the size it takes (None: any; the Inception resizes)
+    classifier: Classifier | None  # with one, the samples' labels are its classes
+    fingerprint: str  # sha256 of its weights: saved statistics record it, scoring checks it
+
+
+def open_extractor(classifier: str | Path | None = None, inception: str | Path | None = None) -> Extractor:
+    """The domain classifier in folder `classifier`, else the FID InceptionV3 (weights `inception`, else
+    the default ones: see `load_inception`)."""
+    if classifier is not None:
+        model = load_classifier(classifier)
+        return Extractor(lambda images: model.embed(to_classifier_input(images, model)), model.config.image_size,
+                         model, state_fingerprint(model.state_dict()))
+    from rear.metrics.inception import load_inception
+
+    inception_model = load_inception(inception)
+    return Extractor(lambda images: inception_model.embed(to_inception_input(images)), None, None,
+                     state_fingerprint(inception_model.state_dict()))
+
+
 def reference_statistics(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What a reference file keeps: pool mean/cov, spatial mean/cov, and pool features for P/R."""
     mu, sigma = statistics(features["pool"])
@@ -98,19 +124,27 @@ def reference_statistics(features: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s, "pool": features["pool"]}
 
 
-def save_reference(path: str | Path, features: dict[str, np.ndarray], image_size: int) -> Path:
-    np.savez(path, image_size=image_size, **reference_statistics(features))
+def save_reference(path: str | Path, features: dict[str, np.ndarray], image_size: int, extractor: str) -> Path:
+    """Statistics of reference `features` made by the extractor of fingerprint `extractor`, as .npz."""
+    np.savez(path, image_size=image_size, extractor=np.array(extractor), **reference_statistics(features))
     return Path(path)
 
 
-def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+                   extractor: str | None = None) -> dict[str, np.ndarray]:
     """Saved statistics (`rear eval stats`, or an ADM reference batch such as
     VIRTUAL_imagenet256_labeled.npz: mu, sigma, mu_s, sigma_s and images arr_0). ADM files keep no
-    pool features, so with `embed` they are computed from arr_0 for precision/recall."""
+    pool features, so with `embed` they are computed from arr_0 for precision/recall. Statistics that
+    record their extractor are refused for another one (`extractor`: its fingerprint)."""
     reference = read_npz(path)
     for key in ("mu", "sigma", "mu_s", "sigma_s"):
         if key not in reference:
             raise ValueError(f"{path} has no {key}; expected statistics from `rear eval stats` or an ADM reference batch")
+    made_by = str(reference.get("extractor", ""))
+    if extractor is not None and made_by and made_by != extractor:
+        raise ValueError(f"{path} holds statistics of another feature extractor (weights sha256 {made_by[:12]}), "
+                         f"not of this one ({extractor[:12]}); compute them again with `rear eval stats` and the "
+                         "same --classifier / --inception")
     if "pool" not in reference:
         if "arr_0" not in reference or embed is None:
             raise ValueError(f"{path} has neither pool features nor reference images arr_0 for precision/recall")
@@ -120,17 +154,50 @@ def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.
 
 def score(
     features: dict[str, np.ndarray], reference: dict[str, np.ndarray], labels: np.ndarray | None, k: int = 3,
-) -> dict[str, float]:
-    """All metrics of sample features against reference statistics (sFID when `features` has "spatial")."""
-    metrics = {"fid": frechet_distance(*statistics(features["pool"]), reference["mu"], reference["sigma"])}
+) -> dict:
+    """All metrics of sample features against reference statistics (sFID when `features` has "spatial"), KID
+    with its standard error, and `warnings` on what the set sizes imply (`small_set_warnings`)."""
+    if features["pool"].shape[1] != reference["mu"].shape[0]:  # e.g. Inception statistics, classifier features
+        raise ValueError(f"the reference holds statistics of {reference['mu'].shape[0]}-dim features, the samples' "
+                         f"extractor gives {features['pool'].shape[1]}-dim ones; score with the extractor that made "
+                         "the reference")
+    metrics: dict = {"fid": frechet_distance(*statistics(features["pool"]), reference["mu"], reference["sigma"])}
     if "spatial" in features:  # sFID: a matrix square root of the spatial covariance, seconds at 1792 dims
         metrics["sfid"] = frechet_distance(*statistics(features["spatial"]), reference["mu_s"], reference["sigma_s"])
+    metrics["kid"], metrics["kid_se"] = kernel_inception_distance(*_at_most(KID_ROWS, reference["pool"], features["pool"]))
     metrics["inception_score"] = inception_score(features["probs"], splits=min(10, len(features["probs"])))
     metrics["precision"], metrics["recall"] = precision_recall(reference["pool"], features["pool"], k=k)
     if labels is not None:
         metrics["class_accuracy"] = float((features["probs"].argmax(1) == labels).mean())
     metrics["num_samples"] = len(features["pool"])
+    metrics["num_reference"] = len(reference["pool"])
+    metrics["warnings"] = small_set_warnings(len(reference["pool"]), len(features["pool"]), features["pool"].shape[1], k)
     return metrics
+
+
+KID_ROWS = 2000  # KID over at most this many rows of each set (a fixed random subset): seconds, not minutes
+
+
+def _at_most(rows: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Each array, or a fixed random subset of `rows` of its rows (an unbiased KID stays unbiased)."""
+    rng = np.random.default_rng(0)
+    return [a if len(a) <= rows else a[np.sort(rng.choice(len(a), rows, replace=False))] for a in arrays]
+
+
+def small_set_warnings(num_reference: int, num_samples: int, dim: int, k: int = 3) -> list[str]:
+    """What the set sizes imply for the numbers, one line each (none for large sets)."""
+    warnings = []
+    small = [f"{what} holds {n} images" for what, n in (("the reference", num_reference), ("the sample set", num_samples))
+             if n <= dim]
+    if small:
+        warnings.append(f"{' and '.join(small)}, not more than the {dim} feature dimensions: the covariance is singular, "
+                        "so FID is biased upward and unstable at this size; trust KID (unbiased at any size, with its "
+                        "standard error) and compare FIDs only against this same reference and sample count")
+    if num_reference < 1000:
+        warnings.append(f"precision and recall draw their manifolds from the k={k} nearest neighbours among "
+                        f"{num_reference} reference images (each ball holds {k / max(num_reference - 1, 1):.1%} of "
+                        "them): the balls are wide, so both run high; compare them only at equal set sizes")
+    return warnings
 
 
 def write_metrics(metrics: dict, path: str | Path) -> Path:

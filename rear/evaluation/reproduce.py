@@ -16,7 +16,8 @@ import torch
 
 from rear.config import SampleConfig
 from rear.distributed import World
-from rear.evaluation.evaluate import load_images, load_reference, score, to_inception_input, write_metrics
+from rear.download import sha256
+from rear.evaluation.evaluate import load_images, load_reference, open_extractor, score, write_metrics
 from rear.evaluation.samples import write_samples
 from rear.generator import Generator
 from rear.provenance import git_commit
@@ -43,13 +44,11 @@ def reproduce(
 ) -> Optional[dict]:
     """Sample `num_samples` into `out` (`compiled`: with the compiled one-token step), score them (main
     rank) and write `out/reproduce.json`; returns the record on the main rank, None on the others."""
-    from rear.metrics.inception import load_inception
-
     world = world or World(0, 1, next(model.parameters()).device)
     if not Path(reference).is_file():
         raise FileNotFoundError(f"reference batch {reference} not found; the ImageNet 256 one is ADM's "
                                 "VIRTUAL_imagenet256_labeled.npz (openai/guided-diffusion, evaluations)")
-    inception_model = load_inception(inception) if world.main else None  # fail before hours of sampling
+    extractor = open_extractor(inception=inception) if world.main else None  # fail before hours of sampling
     resumed = (Path(out) / "png").is_dir() and not overwrite  # then this call samples only what is missing
     began = time.perf_counter()
     path = write_samples(model, tokenizer, out, num_samples, sample, batch_size=batch_size, seed=seed, world=world,
@@ -57,14 +56,15 @@ def reproduce(
     seconds = time.perf_counter() - began
     if not world.main:
         return None
-    embed = lambda images: inception_model.embed(to_inception_input(images))  # noqa: E731
     images, _ = load_images(path)
-    stats = load_reference(reference, embed)
+    stats = load_reference(reference, extractor.embed, extractor.fingerprint)
     if "arr_0" in stats and stats["arr_0"].shape[1:3] != images.shape[1:3]:
         raise ValueError(f"reference {reference} holds {stats['arr_0'].shape[1]} px images, the samples are "
                          f"{images.shape[1]} px")
-    metrics = score(embed(images), stats, None)  # Inception's classes are not the samples' labels
-    record = {**metrics, "reference": str(reference), "samples": str(path), "sample": dataclasses.asdict(sample),
+    metrics = score(extractor.embed(images), stats, None)  # Inception's classes are not the samples' labels
+    # the inputs by content: the samples' folder records the generator and tokenizer (write_samples)
+    record = {**metrics, "reference": str(reference), "reference_sha256": sha256(Path(reference)),
+              "inception": extractor.fingerprint, "samples": str(path), "sample": dataclasses.asdict(sample),
               "num_samples": num_samples, "batch_size": batch_size, "seed": seed, "ranks": world.size,
               "device": str(world.device), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
               "compiled": compiled, "sampling_seconds": seconds,

@@ -47,7 +47,8 @@ def write_samples(
     overwrite: bool = False,
     compiled: bool = False,
 ) -> Path:
-    """Write `num_samples` (a multiple of the class count) PNGs and, on the main rank, the `.npz`;
+    """Write `num_samples` PNGs, sample i of class i mod C (as even as N allows: the first N mod C classes
+    get one more), and, on the main rank, the `.npz`;
     `compiled` samples with the compiled one-token step (the same tokens, faster on a GPU).
 
     A folder holding samples of the same weights and settings is resumed; one of other weights or
@@ -57,8 +58,6 @@ def write_samples(
     tokenizer.check_fits(model.config.codebook_size, model.config.num_tokens, "the generator")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if num_samples % C:
-        raise ValueError(f"num_samples {num_samples} is not a multiple of the {C} classes; class balance needs n = k * {C}")
     out = Path(out)
     # what the samples are: the generator and the tokenizer by content (a retrained file at the same path
     # is another input; the same file under another spelling of its path is not), with every setting
@@ -66,9 +65,10 @@ def write_samples(
                 "sample": asdict(sample), "weights": state_fingerprint(model.state_dict()),
                 "tokenizer": tokenizer.fingerprint()}
     if world.main:
-        if (out / SETTINGS).is_file() and _identity(json.loads((out / SETTINGS).read_text())) != settings:
+        recorded = _identity(json.loads((out / SETTINGS).read_text())) if (out / SETTINGS).is_file() else None
+        if recorded is not None and recorded != settings:
             if not overwrite:
-                raise ValueError(f"{out} holds samples of other weights or settings ({out / SETTINGS}); "
+                raise ValueError(f"{out} holds samples of other {_differences(recorded, settings)} ({out / SETTINGS}); "
                                  "pass --overwrite to replace them, or choose another folder")
             shutil.rmtree(out / "png", ignore_errors=True)
             (out / ARCHIVE).unlink(missing_ok=True)
@@ -99,6 +99,16 @@ def write_samples(
     if world.main:
         archive(out, num_samples)
     return out / ARCHIVE
+
+
+def _differences(recorded: dict, settings: dict) -> str:
+    """"generator weights, sample.cfg_scale (3.0 -> 2.0)": what differs, inputs by name, settings with values."""
+    flat = lambda d: {f"sample.{k}" if key == "sample" else key: v for key, value in d.items()  # noqa: E731
+                      for k, v in (value.items() if key == "sample" and isinstance(value, dict) else [(None, value)])}
+    old, new = flat(recorded), flat(settings)
+    names = {"weights": "generator weights", "tokenizer": "tokenizer weights"}
+    differ = [names.get(key) or f"{key} ({old.get(key)} -> {value})" for key, value in new.items() if old.get(key) != value]
+    return ", ".join(differ) or "settings"
 
 
 def _identity(recorded: dict) -> dict:

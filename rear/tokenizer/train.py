@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,11 @@ def train_tokenizer(
 
     replace_dir(build, Path(config.out))
     return metrics
+
+
+def record_metrics(folder: str | Path, extra: dict) -> None:
+    """Add `extra` to a saved tokenizer's metrics.json (written beside, then renamed over it)."""
+    path = Path(folder) / METRICS
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**json.loads(path.read_text()), **extra}, indent=2))
+    os.replace(tmp, path)

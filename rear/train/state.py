@@ -3,7 +3,8 @@
 Folder: model.safetensors + config.json + generation_config.json (loadable by
 rear.checkpoint.load_generator; sampled with the run's `sample` settings), ema.safetensors (optional),
 train_state.pt (optimizer, step, RNG states; tensors and numbers only, so it reads with
-weights_only=True), train_config.yaml. The whole folder is swapped in atomically.
+weights_only=True), train_config.yaml, inputs.json (the store's and tokenizer's content fingerprints: a
+resume refuses inputs rebuilt in place). The whole folder is swapped in atomically.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from safetensors.torch import save_file
 from rear.checkpoint import generator_card, write_generation
 from rear.hub import CardInfo, describe_tokenizer, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
-from rear.config import TrainConfig, to_dict
+from rear.config import TrainConfig, merge, to_dict
 from rear.generator import Generator
 
-EMA, STATE, RUN_CONFIG = "ema.safetensors", "train_state.pt", "train_config.yaml"
+EMA, STATE, RUN_CONFIG, INPUTS = "ema.safetensors", "train_state.pt", "train_config.yaml", "inputs.json"
 # what a resumed run may change: none of these alters a step taken or to come (cadence, threads, the
 # sampling settings of grids and of generation_config.json, recomputation in the backward)
 RESUMABLE = ("out_dir", "threads", "log_every", "sample_every", "samples_per_class", "sample_classes",
@@ -38,14 +39,20 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def check_recipe(folder: Path, config: TrainConfig) -> None:
+def check_recipe(folder: Path, config: TrainConfig, inputs: Optional[dict[str, str]] = None) -> None:
     """Refuse to resume the checkpoint in `folder` with another recipe (seed, batch, schedule, data, model,
-    steps ...), naming every differing key; only RESUMABLE settings may change. Paths compare resolved."""
+    steps ...), naming every differing key; only RESUMABLE settings may change. Paths compare resolved;
+    `inputs` ({"store": sha256, "tokenizer": fingerprint}) compare by content with those it recorded."""
+    recorded = json.loads((folder / INPUTS).read_text()) if (folder / INPUTS).is_file() else {}
+    for key, value in (inputs or {}).items():
+        if recorded.get(key, value) != value:
+            raise ValueError(f"{folder} was trained on another {key} than {getattr(config, key)} holds now (sha256 "
+                             f"{recorded[key][:12]}, now {value[:12]}): it was rebuilt or replaced in place; resume "
+                             "with the original, or start a new out_dir")
     path = folder / RUN_CONFIG
     if not path.is_file():  # a checkpoint from before the file was written
         return
-    saved = _flat(to_dict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig),
-                                                                 OmegaConf.load(path)))))
+    saved = _flat(to_dict(merge(TrainConfig, str(path))))
     now = _flat(to_dict(config))
     for key in ("store", "tokenizer"):
         saved[key], now[key] = str(Path(saved[key]).resolve()), str(Path(now[key]).resolve())
@@ -73,10 +80,11 @@ def save_training(
     skipped: int = 0,
     class_names: Optional[Sequence[str]] = None,
     store: Optional[dict] = None,
+    inputs: Optional[dict[str, str]] = None,
 ) -> None:
     """Write the checkpoint of `step` completed optimizer steps (`skipped` of them non-finite and
     skipped), replacing `folder` atomically; `class_names` are the store's, `store` its manifest (the
-    data source and tokenizer the card names)."""
+    data source and tokenizer the card names), `inputs` the content fingerprints a resume checks."""
 
     def build(staging: Path) -> None:
         save_file(_tensors(model), staging / WEIGHTS)
@@ -96,6 +104,8 @@ def save_training(
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states, "skipped": skipped},
                    staging / STATE)
         (staging / RUN_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+        if inputs:
+            (staging / INPUTS).write_text(json.dumps(inputs, indent=2))
 
     replace_dir(build, folder)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import shutil
 import signal
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from rear import precision
 from rear.config import TrainConfig
 from rear.data.store import TokenStore
-from rear.distributed import World, setup, teardown
+from rear.distributed import World, launched_rank, setup, teardown
 from rear.generator import Generator, build_generator
 from rear.images import save_grid
 from rear.lock import locked
@@ -37,6 +38,18 @@ from rear.train.state import check_recipe, load_training, save_training
 from rear.weights import recover_dir
 
 CHECKPOINT, LOG, SAMPLES, PLOT, BOARD = "checkpoint", "log.jsonl", "samples", "loss.png", "tensorboard"
+
+
+def sized_from_store(config: TrainConfig) -> TrainConfig:
+    """The config with the generator's codebook size, token count, class count and code size of its store."""
+    m = TokenStore(config.store).manifest
+    g = config.generator
+    generator = dataclasses.replace(g, codebook_size=m["codebook_size"], num_tokens=m["num_tokens"],
+                                    num_classes=m["num_classes"], align=dataclasses.replace(g.align, code_dim=m["code_dim"]))
+    if launched_rank() == 0:
+        print(f"generator sizes from {config.store}: {m['codebook_size']} codes, {m['num_tokens']} tokens, "
+              f"{m['num_classes']} classes, {m['code_dim']}-dim code vectors")
+    return dataclasses.replace(config, generator=generator)
 
 
 def check_store(store: TokenStore, config: TrainConfig) -> None:
@@ -76,14 +89,15 @@ def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: to
 
 
 class StopRequest:
-    """SIGINT (Ctrl-C) or SIGTERM while training, one process: the step in progress finishes, the loop saves
-    it and stops (`requested` says which signal). A second signal acts at once, as the default would.
-    Several ranks keep the default (KeyboardInterrupt), since they would have to agree on the step."""
+    """SIGINT (Ctrl-C) or SIGTERM while training: the step in progress finishes, the loop saves it and stops
+    (`requested` says which signal). A second signal acts at once, as the default would. Under torchrun
+    every rank catches it (a Ctrl-C reaches them all; the launcher forwards SIGTERM) and the ranks agree on
+    the step through the per-step collective (`agree`)."""
 
-    def __init__(self, active: bool) -> None:
+    def __init__(self) -> None:
         self.requested: str | None = None
         self.previous: dict[int, Any] = {}
-        if active and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
                 self.previous[number] = signal.signal(number, self.handle)
 
@@ -154,10 +168,17 @@ def sample_grid(model: Generator, tokenizer, config: TrainConfig, path: Path) ->
 
 def all_finite(world: World, *values: torch.Tensor) -> bool:
     """Whether every value is finite on every rank (one decision for all of them)."""
-    finite = torch.stack([torch.isfinite(v).all() for v in values]).all().float()
+    return agree(world, False, *values)[0]
+
+
+def agree(world: World, stop: bool, *values: torch.Tensor) -> tuple[bool, bool]:
+    """(every value finite on every rank, a stop requested on any rank): one collective for both."""
+    finite = torch.stack([torch.isfinite(v).all() for v in values]).all()
+    flags = torch.stack([finite, torch.tensor(not stop, device=finite.device)]).float()  # [2]
     if world.size > 1:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item())
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    finite_all, go_on = flags.tolist()
+    return bool(finite_all), not go_on
 
 
 def previous_run(out: Path) -> list[str]:
@@ -183,6 +204,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, unti
     Returns the checkpoint folder."""
     world, threads = setup(), torch.get_num_threads()
     try:
+        config = sized_from_store(config) if config.sizes_from_store else config
         return _train(config.validate(), world, resume, progress, config.steps if until is None else until, overwrite)
     finally:
         teardown()
@@ -201,6 +223,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     store = TokenStore(config.store)
     codebook, fingerprint = read_codebook(config.tokenizer)
     store.check_tokenizer(fingerprint)
+    inputs = {"store": store.digest, "tokenizer": fingerprint}  # by content: a resume refuses others
     check_store(store, config)
     if B > len(store):
         raise ValueError(f"batch_size {B} exceeds the {len(store)} items of {store.folder}; lower batch_size")
@@ -221,7 +244,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
     if resume:
         if not checkpoint.is_dir():
             raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
-        check_recipe(checkpoint, config)
+        check_recipe(checkpoint, config, inputs)
         start, rng, skipped = load_training(checkpoint, model, ema, optimizer)
         if len(rng) != world.size:
             raise ValueError(f"{checkpoint} was written by {len(rng)} ranks; resume it with as many")
@@ -261,7 +284,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
         rng = gather_rng(world)
         if world.main:
             save_training(checkpoint, model, ema, optimizer, step, rng, config, skipped,
-                          store.manifest["class_names"], store.manifest)
+                          store.manifest["class_names"], store.manifest, inputs)
         saved = step
         if world.size > 1:
             dist.barrier()
@@ -271,7 +294,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             return "no checkpoint was written yet"
         return f"the last good checkpoint {checkpoint} (step {saved}) is untouched"
 
-    stop = StopRequest(world.size == 1)
+    stop = StopRequest()
     try:
         bar = progress_bar(total=until, initial=start, enabled=progress and world.main, unit="step", desc="train")
         model.train()
@@ -297,7 +320,8 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                 raise KeyboardInterrupt(f"interrupted: saved step {step} to {checkpoint}; continue with --resume") from None
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
             done = step + 1
-            if all_finite(world, sums[2], grad_norm):
+            finite, stopping = agree(world, stop.requested is not None, sums[2], grad_norm)
+            if finite:
                 optimizer.step()
                 if ema is not None:
                     ema_update(ema, model, config.ema_decay)
@@ -330,10 +354,12 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                     with torch.random.fork_rng(devices=[]):  # building it draws init weights: keep the run's RNG
                         tokenizer = load_tokenizer(config.tokenizer, device)
                 sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
-            if stop.requested and done != until:  # Ctrl-C or SIGTERM during this step: it is complete, keep it
+            stopping = stopping or (world.size == 1 and stop.requested is not None)  # one process: no need to agree
+            if stopping and done != until:  # Ctrl-C or SIGTERM (on any rank) during this step: it is complete, keep it
                 if saved != done:
                     save(done)
-                raise KeyboardInterrupt(f"{stop.requested}: saved step {done} to {checkpoint}; continue with --resume")
+                raise KeyboardInterrupt(f"{stop.requested or 'stopped by another rank'}: saved step {done} to "
+                                        f"{checkpoint}; continue with --resume")
         bar.close()
         if start < until:
             save(until)
