@@ -71,7 +71,7 @@ def fixtures(root: Path) -> Path:
     pretokenize(Source("memory:probe", 64, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], [])),
                 tiny_conv_vq(), base / "store", tokenizer_path=str(base / "tok"), progress=False)
     data = (torch.rand(12, 1, 8, 8), torch.arange(12) % 3)
-    train_classifier(ClassifierConfig(image_size=8, num_classes=3, widths=[4, 8], feature_dim=8, epochs=1, batch_size=4),
+    train_classifier(ClassifierConfig(image_size=8, num_classes=3, widths=[4, 8], feature_dim=8, epochs=1, min_steps=0, batch_size=4),
                      data, data, base / "clf", progress=False)
     gray = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8).repeat(3, -1)
     np.savez(base / "samples.npz", arr_0=gray, labels=np.arange(6) % 3)
@@ -144,7 +144,7 @@ def cases(base: Path) -> list[Case]:
         rear([str(a) for a in ["eval", "stats", B / "samples.npz", "--classifier", d / "clf", "--out", d / "ref.npz"]])
         shutil.rmtree(d / "clf")
         data = (torch.rand(12, 1, 8, 8), torch.arange(12) % 3)
-        train_classifier(ClassifierConfig(image_size=8, num_classes=3, widths=[4, 8], feature_dim=8, epochs=1,
+        train_classifier(ClassifierConfig(image_size=8, num_classes=3, widths=[4, 8], feature_dim=8, epochs=1, min_steps=0,
                                           batch_size=4), data, data, d / "clf", progress=False)
         return ["eval", "score", B / "samples.npz", "--reference", d / "ref.npz", "--classifier", d / "clf",
                 "--out", d / "m.json"]
@@ -280,7 +280,7 @@ def cases(base: Path) -> list[Case]:
     out.append(Case("12", "write statistics under a file", into_a_file, "afile"))
     out.append(Case("12", "classifier batch larger than the data", lambda d: [
         "eval", "train-classifier", "--source", f"{B / 'images'}", "--out", d / "c", "image_size=8", "widths=[4,8]",
-        "feature_dim=8", "epochs=1"], "batch_size", absent=lambda d: [d / "c"]))
+        "feature_dim=8", "epochs=1", "min_steps=0"], "batch_size", absent=lambda d: [d / "c"]))
 
     # 2: Ctrl-C at several points of a step keeps the finished steps
     import rear.train.trainer as trainer

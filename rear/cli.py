@@ -23,9 +23,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
-    from omegaconf import OmegaConf
-
-    from rear.config import TokenizerTrainConfig, merge
+    from rear.config import TokenizerTrainConfig, chosen_keys, merge
     from rear.data.folder import infer_channels
     from rear.data.store import parse_source, split_parts
     from rear.evaluation.classifier import load_classifier
@@ -36,9 +34,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     if Path(config.out).exists() and not args.force:
         raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
     root, _ = parse_source(args.source)
-    chosen = OmegaConf.select(OmegaConf.load(args.config), "model.channels") is not None or any(
-        o.startswith("model.channels=") for o in args.overrides)
-    if root != "fashion-mnist" and not chosen:
+    if root != "fashion-mnist" and "model.channels" not in chosen_keys(args.config, args.overrides):
         config.model.channels = infer_channels(root)
         print(f"channels: {config.model.channels} ({'grayscale' if config.model.channels == 1 else 'RGB'}), "
               f"read from the images of {root}; set model.channels to choose")
@@ -285,20 +281,21 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
 
 
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
-    from rear.config import ClassifierConfig, merge
+    from rear.config import ClassifierConfig, chosen_keys, merge
     from rear.data.folder import infer_channels
     from rear.data.store import open_source, parse_source, read_all, split_parts
     from rear.evaluation.classifier import train_classifier
 
     _refuse_existing(args.out, args.overwrite)
-    merge(ClassifierConfig, args.overrides)  # a mistaken key or value fails here, before any data is read
+    given = [args.config] if args.config else []
+    merge(ClassifierConfig, *given, args.overrides)  # a mistaken key or value fails here, before any data is read
     root, _ = parse_source(args.source)
     parts = split_parts(args.source)
-    chosen = {o.split("=", 1)[0] for o in args.overrides}
+    chosen = chosen_keys(*given, args.overrides)
     probe = open_source(parts[0], 1, args.data_dir)
     found = {"num_classes": len(probe.class_names),
              "channels": 1 if root == "fashion-mnist" else infer_channels(root)}
-    config = merge(ClassifierConfig, {k: v for k, v in found.items() if k not in chosen}, args.overrides)
+    config = merge(ClassifierConfig, {k: v for k, v in found.items() if k not in chosen}, *given, args.overrides)
     train, test = (read_all(open_source(p, config.channels, args.data_dir), config.image_size) for p in parts)
     source = {"source": args.source, "train": parts[0], "test": parts[1], "class_names": probe.class_names,
               "channels": config.channels, "image_size": config.image_size}
@@ -643,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--source", default="fashion-mnist",
                      help="fashion-mnist (train; test scored) or an image folder (FOLDER:train; FOLDER:heldout scored); "
                      "channels and classes come from the data unless overridden")
+    clf.add_argument("--config", help="YAML of ClassifierConfig settings (e.g. configs/own/classifier.yaml); "
+                     "key=value overrides go on top")
     clf.add_argument("--out", default="runs/classifier")
     clf.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     clf.add_argument("--data-dir")
@@ -652,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose = commands.add_parser(
         "diagnose", help="generator-tokenizer consistency diagnostics of a checkpoint",
         description="Re-tokenization consistency, correct-token ratio (clean / noisy context), decode-head cosine, "
-        "and with --classifier the tokenizer's ceiling FID.")
+        "and with --classifier the tokenizer's ceiling (FID, KID and class accuracy of its reconstructions).")
     diagnose.add_argument("checkpoint")
     diagnose.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
     diagnose.add_argument("--heldout", required=True, help="token store of held-out images (fashion-mnist:test)")

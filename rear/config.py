@@ -339,6 +339,24 @@ def merge(schema: type[T] | T, *sources: Any) -> T:
     return result
 
 
+def chosen_keys(*sources: Any) -> set[str]:
+    """The dotted keys that YAML paths, dicts or `key=value` lists set explicitly (what data-derived
+    defaults must not override)."""
+    def flat(tree: Any, prefix: str = "") -> set[str]:
+        if not isinstance(tree, dict):
+            return {prefix.rstrip(".")} if prefix else set()
+        return set().union(*(flat(value, f"{prefix}{key}.") for key, value in tree.items()))
+
+    keys: set[str] = set()
+    for source in sources:
+        if isinstance(source, (list, tuple)):
+            keys |= {item.split("=", 1)[0] for item in source}
+        else:
+            layer = OmegaConf.load(source) if isinstance(source, str) else OmegaConf.create(source)
+            keys |= flat(OmegaConf.to_container(layer, resolve=False))
+    return keys
+
+
 def to_dict(config: Any) -> dict:
     """A plain nested dict of a config dataclass (JSON-ready: enums become their names)."""
     return dataclasses.asdict(
@@ -421,11 +439,14 @@ class ClassifierConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # conv stages, each halving H
     feature_dim: int = 256  # penultimate features: FID and precision/recall
     epochs: int = 4
+    # at least this many steps, in more epochs where the data is small (4 epochs of 1,620 colour shapes
+    # are 48 steps: 56.7% held-out accuracy; 400 steps: 100%); Fashion-MNIST's 4 epochs are 1,872 steps
+    min_steps: int = 500
     batch_size: int = 128
     learning_rate: float = 3e-3
     seed: int = 0
     RANGES: ClassVar = {"image_size": AT_LEAST_1, "channels": Range(1, 3), "num_classes": Range(2),
-                        "feature_dim": AT_LEAST_1, "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1,
+                        "feature_dim": AT_LEAST_1, "epochs": AT_LEAST_1, "min_steps": AT_LEAST_0, "batch_size": AT_LEAST_1,
                         "learning_rate": POSITIVE, "seed": AT_LEAST_0}
 
 

@@ -17,6 +17,11 @@ def test_configs_are_found():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_parses_and_builds(path):
+    if path.name.startswith("classifier"):
+        from rear.config import ClassifierConfig
+
+        assert merge(ClassifierConfig, str(path)).min_steps >= 1
+        return
     if path.name.startswith("tokenizer"):
         config = merge(TokenizerTrainConfig, str(path))
         tokenizer = ConvVQTokenizer(config.model)
@@ -37,6 +42,8 @@ def test_config_parses_and_builds(path):
     assert generator.align.decode_layer == 3 * generator.depth // 4
     with torch.device("meta"):
         build_generator(generator)
+    if path.parent.name == "own":  # the sizes come from the store; the schedule from the step count
+        assert config.sizes_from_store and config.noise.anneal_end == 3 * config.steps // 4
     if path.parent.name == "fmnist":  # must fit the Fashion-MNIST tokenizer
         tokenizer = merge(TokenizerTrainConfig, str(path.parent / "tokenizer.yaml")).model
         assert (generator.codebook_size, generator.num_tokens, generator.num_classes) == (tokenizer.codebook_size, 64, 10)

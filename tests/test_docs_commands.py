@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from rear.cli import build_parser, main
 from test_fashion_mnist import fake_fashion_mnist
@@ -22,7 +21,7 @@ GENERATOR = ["steps=2", "batch_size=8", "grad_accumulation=1", "log_every=1", "s
              "noise.anneal_end=2", "optim.warmup_steps=1", "generator.codebook_size=16", "generator.width=32",
              "generator.depth=2", "generator.heads=2", "generator.align.code_dim=4", "generator.align.decode_layer=1",
              "generator.align.projection_dim=16"]
-CLASSIFIER = ["epochs=1", "widths=[8,16]", "feature_dim=16", "batch_size=16"]
+CLASSIFIER = ["epochs=1", "min_steps=0", "widths=[8,16]", "feature_dim=16", "batch_size=16"]
 FLAGS = {"--num-samples": "20", "--count": "10", "--samples": "10", "--batch-size": "10"}
 
 
@@ -120,12 +119,41 @@ def test_the_fashion_mnist_pipeline_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "samples/samples.npz").is_file() and (tmp_path / "store.png").is_file()
 
 
-def test_the_own_images_recipe_runs_as_written(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("cats", "dogs")):
-        (tmp_path / "my_images" / name).mkdir(parents=True)
-        for i in range(30):
-            pixels = (rng.random((28, 28)) * 80 + 120 * c).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "my_images" / name / f"{i:04d}.png")
-    ran = run_recipe("## Train on your own images", tmp_path, monkeypatch)
-    assert len(ran) == 8 and (tmp_path / "runs/own/diagnose.json").is_file()
+def own_images_block() -> list[str]:
+    """The command lines of the one bash block of the README's own-images section."""
+    text = section((ROOT / "README.md").read_text(), "## Train on your own images")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "the own-images section holds one bash block, run as it stands"
+    return shell_commands(f"```bash\n{blocks[0]}```")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("colour", [True, False], ids=["colour", "gray"])
+def test_the_own_images_block_runs_verbatim(tmp_path, monkeypatch, colour):
+    """Every line exactly as the README prints it (steps cut by the documented environment variables), on a
+    tiny folder of shapes: it ends with runs/own/score.json (class accuracy, FID, KID, the ceiling) and the
+    samples."""
+    import json
+
+    from shapes import make_shapes
+
+    make_shapes(tmp_path / "my_images", classes=3, per_class=50, gray=not colour)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    for name, steps in (("CLASSIFIER", "20"), ("TOKENIZER", "20"), ("GENERATOR", "10")):
+        monkeypatch.setenv(f"REAR_OWN_{name}_STEPS", steps)
+    commands = own_images_block()
+    assert all("my_images" in c or "runs/own" in c for c in commands)
+    for command in commands:
+        argv = rear_argv(command)
+        assert argv is not None, f"not a rear command: {command!r}"
+        main(argv)
+    score = json.loads((tmp_path / "runs/own/score.json").read_text())
+    assert {"class_accuracy", "fid", "kid", "kid_se", "precision", "recall", "ceiling", "warnings"} <= set(score)
+    assert {"accuracy_originals", "accuracy_reconstructions", "fid", "kid"} <= set(score["ceiling"])
+    assert any("trust KID" in w for w in score["warnings"])  # 15 held-out images in 256 dims: said
+    with np.load(tmp_path / "runs/own/samples/samples.npz") as samples:
+        assert samples["arr_0"].shape[1:] == (32, 32, 3) and len(samples["arr_0"]) == score["num_samples"]
+        assert bool((samples["arr_0"][..., :1] != samples["arr_0"]).any()) == colour  # colour in, colour out
+    tokenizer = json.loads((tmp_path / "runs/own/tokenizer/config.json").read_text())
+    assert tokenizer["channels"] == (3 if colour else 1)

@@ -247,7 +247,7 @@ def test_malformed_inputs_get_one_line_not_a_traceback(tmp_path, capsys):
     from rear.evaluation.classifier import train_classifier
 
     data = (torch.rand(8, 1, 8, 8), torch.arange(8) % 2)
-    train_classifier(ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8, epochs=1, batch_size=4),
+    train_classifier(ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8, epochs=1, min_steps=0, batch_size=4),
                      data, data, tmp_path / "c", progress=False)
     samples = tmp_path / "samples.npz"
     np.savez(samples, arr_0=np.zeros((4, 8, 8, 3), np.uint8))
@@ -334,7 +334,7 @@ def test_reference_statistics_belong_to_their_extractor(tmp_path, capsys):
     from rear.config import ClassifierConfig
     from rear.evaluation.classifier import train_classifier
 
-    config = ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8, epochs=1, batch_size=4)
+    config = ClassifierConfig(image_size=8, num_classes=2, widths=[4, 8], feature_dim=8, epochs=1, min_steps=0, batch_size=4)
     data = (torch.rand(8, 1, 8, 8), torch.arange(8) % 2)
     gray = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8).repeat(3, -1)
     np.savez(tmp_path / "samples.npz", arr_0=gray, labels=np.arange(6) % 2)

@@ -120,7 +120,7 @@ def test_classifier_learns_a_separable_task(tmp_path):
     y = torch.arange(512) % 2
     x[y == 0, :, :8] += 0.6
     x[y == 1, :, 8:] += 0.6
-    config = ClassifierConfig(image_size=16, num_classes=2, widths=[8, 16], feature_dim=32, epochs=2, batch_size=64)
+    config = ClassifierConfig(image_size=16, num_classes=2, widths=[8, 16], feature_dim=32, epochs=2, min_steps=0, batch_size=64)
     metrics = train_classifier(config, (x[:384], y[:384]), (x[384:], y[384:]), tmp_path / "clf", progress=False)
     assert metrics["test_accuracy"] > 0.95
     reloaded = load_classifier(tmp_path / "clf")
@@ -181,3 +181,36 @@ def test_samples_know_their_tokenizer_by_content_not_by_path(tmp_path, monkeypat
     save_tokenizer(tiny_conv_vq(seed=1), tmp_path / "tok")  # retrained in place
     with pytest.raises(SystemExit):
         main(["sample", "g", "--tokenizer", "tok", "--out", "s", "--num-samples", "4"])
+
+
+def test_the_ceiling_says_when_reconstructions_lose_the_class(tmp_path):
+    """Dark against bright images, a classifier that tells them apart, and two tokenizers: one that gives the
+    images back (the class survives) and one that gives mid-gray for all (it does not)."""
+    from rear.evaluation.ceiling import ceiling_warning, tokenizer_ceiling
+
+    torch.manual_seed(0)
+    images = torch.cat([torch.full((32, 1, 8, 8), 0.1), torch.full((32, 1, 8, 8), 0.9)]) + 0.05 * torch.rand(64, 1, 8, 8)
+    labels = torch.arange(64) // 32
+    config = ClassifierConfig(image_size=8, num_classes=2, widths=[8, 16], feature_dim=16, epochs=20, min_steps=0,
+                              batch_size=16)
+    train_classifier(config, (images, labels), (images, labels), tmp_path / "clf", progress=False)
+    classifier = load_classifier(tmp_path / "clf")
+    class Stub(torch.nn.Module):  # encode -> decode: the images as they are, or mid-gray for every image
+        def __init__(self, keeps: bool) -> None:
+            super().__init__()
+            self.keeps, self.weight = keeps, torch.nn.Parameter(torch.zeros(1))
+
+        def encode(self, x):
+            return x
+
+        def decode(self, x):
+            return x if self.keeps else torch.full_like(x, 0.5)
+
+    keeps, loses = Stub(True), Stub(False)
+    kept, lost = (tokenizer_ceiling(t, classifier, images, labels) for t in (keeps, loses))
+    assert {"images", "fid", "kid", "kid_se", "accuracy_originals", "accuracy_reconstructions"} <= set(kept)
+    assert kept["accuracy_originals"] == 1.0 and kept["accuracy_reconstructions"] == 1.0 and ceiling_warning(kept) is None
+    assert lost["accuracy_reconstructions"] == 0.5 and lost["kid"] > kept["kid"]
+    warning = ceiling_warning(lost)
+    assert "loses what the images are about" in warning and "50.0% of its reconstructions" in warning and "\n" not in warning
+    assert ceiling_warning({"images": 3, "fid": 1.0, "kid": 0.0, "kid_se": 0.0}) is None  # no labels: nothing to say

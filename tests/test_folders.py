@@ -48,7 +48,7 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
     stores = {part: TokenStore(tmp_path / part) for part in ("train", "heldout")}
     assert (len(stores["train"]), len(stores["heldout"])) == (54, 6)
     assert stores["heldout"].manifest["source"].endswith(":heldout")
-    main(["eval", "train-classifier", "--source", str(data), "--out", str(tmp_path / "clf"), "epochs=2", "batch_size=8",
+    main(["eval", "train-classifier", "--source", str(data), "--out", str(tmp_path / "clf"), "epochs=2", "min_steps=0", "batch_size=8",
           "image_size=16", "widths=[8,16]", "feature_dim=16"])
     source = json.loads((tmp_path / "clf" / "metrics.json").read_text())["source"]
     assert source["channels"] == (3 if rgb else 1) and source["class_names"] == ["class0", "class1", "class2"]
@@ -110,7 +110,7 @@ def test_balanced_items_cover_every_class():
 
 def test_a_classifier_of_another_domain_is_refused(tmp_path, capsys):
     data = make_folder(tmp_path / "images", rgb=False)
-    main(["eval", "train-classifier", "--source", str(data), "--out", str(tmp_path / "clf"), "epochs=1", "batch_size=8",
+    main(["eval", "train-classifier", "--source", str(data), "--out", str(tmp_path / "clf"), "epochs=1", "min_steps=0", "batch_size=8",
           "image_size=16", "widths=[8,16]", "feature_dim=16"])
     colour = np.zeros((6, 16, 16, 3), np.uint8)
     colour[..., 0] = 200

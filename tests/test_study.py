@@ -20,7 +20,7 @@ def tiny_study(root, data, *overrides):
         "seeds": {"ar": 2, "noisy": 1, "embed": 1, "rear": 2},
         "tokenizer": {"steps": 3, "batch_size": 8, "eval_size": 10,
                       "model": {"codebook_size": 16, "code_dim": 4, "widths": [8, 8, 16], "res_blocks": [0, 0, 1], "groups": 4}},
-        "classifier": {"epochs": 1, "batch_size": 16, "widths": [8, 16], "feature_dim": 16},
+        "classifier": {"epochs": 1, "min_steps": 0, "batch_size": 16, "widths": [8, 16], "feature_dim": 16},
         "train": {"generator": {"codebook_size": 16, "num_classes": 10, "num_tokens": 64, "width": 32, "depth": 2,
                                 "heads": 2, "extra_position_rows": 2, "extra_step_rows": 2,
                                 "align": {"decode_layer": 1, "projection_dim": 16, "code_dim": 4}},

@@ -552,3 +552,16 @@ def test_a_second_ctrl_c_stops_at_once(workspace, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(tiny_run(workspace, tmp_path / "c"), progress=False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sizes_from_store_take_the_generator_sizes_from_the_manifest(workspace, tmp_path):
+    """Own images: the config need not know the codebook, grid, class count or code size; the checkpoint and a
+    resume see the values taken."""
+    wrong = ("sizes_from_store=true", "generator.codebook_size=999", "generator.num_classes=7",
+             "generator.num_tokens=9", "generator.align.code_dim=5", "steps=4")
+    train(tiny_run(workspace, tmp_path / "a", *wrong), progress=False, until=2)
+    saved = json.loads((tmp_path / "a" / "checkpoint" / "config.json").read_text())
+    assert (saved["codebook_size"], saved["num_classes"], saved["num_tokens"], saved["align"]["code_dim"]) == (16, 3, 4, 8)
+    train(tiny_run(workspace, tmp_path / "a", *wrong), resume=True, progress=False)  # the same recipe: resumes
+    with pytest.raises(ValueError, match="store .* has codebook_size=16 but the config says generator.codebook_size=999"):
+        train(tiny_run(workspace, tmp_path / "b", *wrong[1:]), progress=False)  # without it: refused, as before

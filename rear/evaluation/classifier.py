@@ -3,6 +3,7 @@ InceptionV3 in FID, IS and precision/recall, and its predictions give samples' c
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -81,12 +82,14 @@ def train_classifier(
     if len(images) < config.batch_size:
         raise ValueError(f"the classifier's training part holds {len(images)} images, fewer than batch_size="
                          f"{config.batch_size}: pass batch_size={max(1, len(images) // 4)} (or add images)")
-    steps = config.epochs * (len(images) // config.batch_size)
+    per_epoch = len(images) // config.batch_size
+    epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
+    steps = epochs * per_epoch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps)
     began = time.perf_counter()
     bar = progress_bar(total=steps, enabled=progress, desc="classifier", unit="step")
     model.train()
-    for _ in range(config.epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(images), generator=g)
         for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
             batch = order[start : start + config.batch_size]
@@ -100,7 +103,7 @@ def train_classifier(
     bar.close()
     probs = model.embed(test[0])["probs"]
     metrics = {"test_accuracy": float((probs.argmax(1) == test[1].numpy()).mean()),
-               "train_seconds": time.perf_counter() - began, "steps": steps, "source": source}
+               "train_seconds": time.perf_counter() - began, "steps": steps, "epochs": epochs, "source": source}
 
     def build(folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS)

@@ -20,14 +20,14 @@ from rear.study.plan import eval_steps, matched_grid, validation_grid
 NAMES = {"ar": "plain AR", "noisy": "noisy context only", "embed": "embedding alignment only", "rear": "reAR"}
 COLORS = {"ar": "tab:blue", "noisy": "tab:green", "embed": "tab:purple", "rear": "tab:red"}
 # results.json name <- unit record name, in the order of the result tables
-METRICS = {"fid": "fid", "sfid": "sfid", "is": "inception_score", "precision": "precision", "recall": "recall",
+METRICS = {"fid": "fid", "sfid": "sfid", "kid": "kid", "is": "inception_score", "precision": "precision", "recall": "recall",
            "class_acc": "class_accuracy", "retok_consistency": "retok_consistency",
            "correct_token_clean": "correct_token_clean", "correct_token_noisy": "correct_token_noisy"}
-MATCHED = ("fid", "sfid", "is", "precision", "recall", "class_acc", "retok_consistency")  # these depend on CFG
-LOWER_IS_BETTER = {"fid", "sfid"}
+MATCHED = ("fid", "sfid", "kid", "is", "precision", "recall", "class_acc", "retok_consistency")  # these depend on CFG
+LOWER_IS_BETTER = {"fid", "sfid", "kid"}
 ALIGNMENT = ("constant_cosine", "decode_head_cosine", "implied_cosine")
 # how a metric is printed: title, percent, digits
-SHOWN = {"fid": ("FID", False, 2), "sfid": ("sFID", False, 2), "is": ("IS", False, 2),
+SHOWN = {"fid": ("FID", False, 2), "sfid": ("sFID", False, 2), "kid": ("KID", False, 4), "is": ("IS", False, 2),
          "precision": ("precision", False, 3), "recall": ("recall", False, 3), "class_acc": ("class acc.", True, 1),
          "retok_consistency": ("re-tokenization", True, 1), "correct_token_clean": ("correct-token clean", True, 1),
          "correct_token_noisy": ("correct-token noisy", True, 1)}
@@ -38,7 +38,11 @@ DOCS = ("README.md", "docs/study.md")  # where `rear study --report` looks for b
 
 
 def _values(records: list[dict], key: str) -> list[float]:
-    return [r[key] for r in records if r.get(key) is not None]
+    """One value per record; a metric that only some records carry (KID, added during a study) is left out
+    whole, never averaged over fewer runs than the others."""
+    if any(key not in r for r in records):
+        return []
+    return [r[key] for r in records if r[key] is not None]
 
 
 def _run_records(units: dict[str, dict], arm: str, k: int, cfg: float, chosen: float | None) -> dict | None:
