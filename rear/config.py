@@ -339,21 +339,27 @@ def merge(schema: type[T] | T, *sources: Any) -> T:
     return result
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the dotted key of every leaf of nested dicts."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + str(key)] = value
+    return flat
+
+
 def chosen_keys(*sources: Any) -> set[str]:
     """The dotted keys that YAML paths, dicts or `key=value` lists set explicitly (what data-derived
     defaults must not override)."""
-    def flat(tree: Any, prefix: str = "") -> set[str]:
-        if not isinstance(tree, dict):
-            return {prefix.rstrip(".")} if prefix else set()
-        return set().union(*(flat(value, f"{prefix}{key}.") for key, value in tree.items()))
-
     keys: set[str] = set()
     for source in sources:
         if isinstance(source, (list, tuple)):
             keys |= {item.split("=", 1)[0] for item in source}
         else:
             layer = OmegaConf.load(source) if isinstance(source, str) else OmegaConf.create(source)
-            keys |= flat(OmegaConf.to_container(layer, resolve=False))
+            keys |= set(flatten(OmegaConf.to_container(layer, resolve=False)))
     return keys
 
 

@@ -99,6 +99,14 @@ def replace_dir(build: Callable[[Path], None], target: str | Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def replace_file(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a sibling `.tmp` file and one rename: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors file; a truncated or foreign file is a ValueError naming it."""
     path = Path(path)

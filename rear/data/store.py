@@ -26,6 +26,7 @@ from rear.data.folder import PARTS, ImageFolder, warn_skipped
 from rear.lock import locked
 from rear.progress import bar as progress_bar
 from rear.tokenizer.base import VQTokenizer
+from rear.weights import replace_file
 
 FORMAT, VERSION = "rear-token-store", 1
 CODES, LABELS, MANIFEST = "codes.npy", "labels.npy", "manifest.json"
@@ -150,9 +151,7 @@ def read_all(source: Source, size: int, strict: bool = False, chunk: int = 256) 
 
 # ------------------------------------------------------------------ writing
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, folder / MANIFEST)
+    replace_file(folder / MANIFEST, json.dumps(manifest, indent=2))
 
 
 @locked(lambda out, **_: out)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from rear.config import SampleConfig
+from rear.config import SampleConfig, flatten
 from rear.distributed import World
 from rear.generator import Generator
 from rear.images import class_grid, to_uint8
@@ -103,9 +103,7 @@ def write_samples(
 
 def _differences(recorded: dict, settings: dict) -> str:
     """"generator weights, sample.cfg_scale (3.0 -> 2.0)": what differs, inputs by name, settings with values."""
-    flat = lambda d: {f"sample.{k}" if key == "sample" else key: v for key, value in d.items()  # noqa: E731
-                      for k, v in (value.items() if key == "sample" and isinstance(value, dict) else [(None, value)])}
-    old, new = flat(recorded), flat(settings)
+    old, new = flatten(recorded), flatten(settings)
     names = {"weights": "generator weights", "tokenizer": "tokenizer weights"}
     differ = [names.get(key) or f"{key} ({old.get(key)} -> {value})" for key, value in new.items() if old.get(key) != value]
     return ", ".join(differ) or "settings"

@@ -7,7 +7,6 @@ recorded unit. The summary the report derives from the records is written beside
 from __future__ import annotations
 
 import json
-import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -18,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rear.config import merge, to_dict
 from rear.provenance import git_commit
+from rear.weights import replace_file
 
 RESULTS = "results.json"
 # settings that change where and how fast a study runs, never what it measures; and the number of
@@ -74,9 +74,7 @@ class Ledger:
         data = {**summary, "config": self.config, "commit": commits[-1] if len(commits) == 1 else commits,
                 "cpu_hours": self.cpu_hours(), "units": self.units}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=_plain))
-        os.replace(tmp, self.path)
+        replace_file(self.path, json.dumps(data, indent=1, default=_plain))
 
     def cpu_hours(self) -> float:
         """Sum over finished units of wall time x threads."""

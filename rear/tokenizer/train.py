@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from rear.lock import locked
 from rear.progress import bar as progress_bar
 from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
 from rear.tokenizer.load import METRICS
-from rear.weights import replace_dir
+from rear.weights import replace_dir, replace_file
 
 
 def fashion_mnist_images(data_dir: str | None = None, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,6 +201,4 @@ def train_tokenizer(
 def record_metrics(folder: str | Path, extra: dict) -> None:
     """Add `extra` to a saved tokenizer's metrics.json (written beside, then renamed over it)."""
     path = Path(folder) / METRICS
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**json.loads(path.read_text()), **extra}, indent=2))
-    os.replace(tmp, path)
+    replace_file(path, json.dumps({**json.loads(path.read_text()), **extra}, indent=2))

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from rear.checkpoint import generator_card, write_generation
 from rear.hub import CardInfo, describe_tokenizer, write_card
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
-from rear.config import TrainConfig, merge, to_dict
+from rear.config import TrainConfig, flatten, merge, to_dict
 from rear.generator import Generator
 
 EMA, STATE, RUN_CONFIG, INPUTS = "ema.safetensors", "train_state.pt", "train_config.yaml", "inputs.json"
@@ -27,16 +27,6 @@ EMA, STATE, RUN_CONFIG, INPUTS = "ema.safetensors", "train_state.pt", "train_con
 # sampling settings of grids and of generation_config.json, recomputation in the backward)
 RESUMABLE = ("out_dir", "threads", "log_every", "sample_every", "samples_per_class", "sample_classes",
              "checkpoint_every", "skip_nonfinite", "activation_checkpointing", "sample")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def check_recipe(folder: Path, config: TrainConfig, inputs: Optional[dict[str, str]] = None) -> None:
@@ -52,8 +42,8 @@ def check_recipe(folder: Path, config: TrainConfig, inputs: Optional[dict[str, s
     path = folder / RUN_CONFIG
     if not path.is_file():  # a checkpoint from before the file was written
         return
-    saved = _flat(to_dict(merge(TrainConfig, str(path))))
-    now = _flat(to_dict(config))
+    saved = flatten(to_dict(merge(TrainConfig, str(path))))
+    now = flatten(to_dict(config))
     for key in ("store", "tokenizer"):
         saved[key], now[key] = str(Path(saved[key]).resolve()), str(Path(now[key]).resolve())
     changed = [key for key in sorted(set(saved) | set(now))
