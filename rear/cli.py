@@ -44,15 +44,13 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     metrics = train_tokenizer(config, train_images, heldout)
     print(f"tokenizer: {config.out}  held-out PSNR {metrics['psnr']:.2f} dB  codebook usage {metrics['usage']:.1%}")
     if classifier is not None:
-        from rear.evaluation.ceiling import ceiling_line, ceiling_warning, source_ceiling
+        from rear.evaluation.ceiling import report_ceiling, source_ceiling
         from rear.tokenizer.load import load_tokenizer
         from rear.tokenizer.train import record_metrics
 
         ceiling = source_ceiling(load_tokenizer(config.out), classifier, split_parts(args.source)[1], config.data_dir)
         record_metrics(config.out, {"ceiling": ceiling})
-        print(ceiling_line(ceiling))
-        if warning := ceiling_warning(ceiling):
-            print(f"rear tokenizer train: warning: {warning}", file=sys.stderr)
+        report_ceiling(ceiling, "rear tokenizer train")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -339,23 +337,31 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
         reference = load_reference(args.reference, extractor.embed, extractor.fingerprint)
         if "image_size" in reference and int(reference["image_size"]) != images.shape[1]:
             raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
+    elif args.tokenizer:  # one read of the labelled reference, in the tokenizer's channels, for both
+        from rear.data.store import open_source, read_all
+        from rear.images import to_uint8
+        from rear.tokenizer.load import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+        read = read_all(open_source(args.reference, tokenizer.channels, args.data_dir), tokenizer.image_size)
+        reference = reference_statistics(extractor.embed(to_uint8(read[0].expand(-1, 3, -1, -1))))
     else:
         size = extractor.image_size or images.shape[1]
         reference = reference_statistics(extractor.embed(_reference_images(args.reference, size, args.data_dir)))
     metrics = {**score(extractor.embed(images), reference, labels if extractor.classifier is not None else None),
                "samples": str(args.samples), "reference": args.reference, "extractor": extractor.fingerprint}
     if args.tokenizer:
-        from rear.evaluation.ceiling import ceiling_line, ceiling_warning, source_ceiling
-        from rear.tokenizer.load import load_tokenizer
+        from rear.evaluation.ceiling import ceiling_warning, source_ceiling
 
-        metrics["ceiling"] = source_ceiling(load_tokenizer(args.tokenizer), extractor.classifier, args.reference,
-                                            args.data_dir)
+        metrics["ceiling"] = source_ceiling(tokenizer, extractor.classifier, args.reference, read=read)
         if warning := ceiling_warning(metrics["ceiling"]):
             metrics["warnings"].append(warning)
     out = Path(args.out or Path(args.samples).with_name("metrics.json"))
     write_metrics(metrics, out)
     print(json.dumps(metrics, indent=2))
     if "ceiling" in metrics:
+        from rear.evaluation.ceiling import ceiling_line
+
         print(ceiling_line(metrics["ceiling"]))
     for warning in metrics["warnings"]:
         print(f"rear eval score: warning: {warning}", file=sys.stderr)
@@ -401,7 +407,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if args.classifier:
         from rear.evaluation.classifier import load_classifier
 
-        from rear.evaluation.ceiling import ceiling_warning, tokenizer_ceiling
+        from rear.evaluation.ceiling import report_ceiling, tokenizer_ceiling
 
         def ceiling() -> dict:  # the held-out store's own images, in the tokenizer's channels
             source = open_source(source_spec(store.manifest["source"]), tokenizer.channels, args.data_dir)
@@ -412,8 +418,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
                                  f"({len(images)} readable images now, {len(store)} in the store, or other labels); "
                                  "pretokenize it again")
             found = tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images[torch.from_numpy(items)], labels)
-            if warning := ceiling_warning(found):
-                print(f"rear diagnose: warning: {warning}", file=sys.stderr)
+            report_ceiling(found, "rear diagnose", line=False)
             return found
 
         attempt("tokenizer_ceiling", ceiling)

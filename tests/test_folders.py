@@ -85,6 +85,13 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
     direct = tokenizer_ceiling(tokenizer, load_classifier(tmp_path / "clf"), images, labels)
     assert found["tokenizer_ceiling"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
     assert {"accuracy_originals", "accuracy_reconstructions", "kid", "kid_se"} <= set(direct) and direct["images"] == 6
+    # eval score --tokenizer reads the reference once for both: the same scores as without it, and that ceiling
+    main(["eval", "score", str(tmp_path / "samples" / "samples.npz"), "--reference", f"{data}:heldout",
+          "--classifier", str(tmp_path / "clf"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "with.json")])
+    both = json.loads((tmp_path / "with.json").read_text())
+    assert {k: both[k] for k in ("fid", "kid", "precision", "recall")} == {k: metrics[k] for k in ("fid", "kid", "precision", "recall")}
+    assert both["ceiling"].pop("source") == f"{data}:heldout"
+    assert both["ceiling"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
     # a held-out file broken after pretokenizing would shift every later item: the ceiling says so, the rest runs
     from rear.data.folder import ImageFolder, heldout_indices
 

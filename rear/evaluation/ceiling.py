@@ -7,6 +7,8 @@ the images are about (a shape drawn in a colour on another colour): the accuracy
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from rear.data.store import open_source, read_all
@@ -53,10 +55,12 @@ def tokenizer_ceiling(tokenizer: VQTokenizer, classifier: Classifier, images: to
     return result
 
 
-def source_ceiling(tokenizer: VQTokenizer, classifier: Classifier, spec: str, data_dir: str | None = None) -> dict:
+def source_ceiling(tokenizer: VQTokenizer, classifier: Classifier, spec: str, data_dir: str | None = None,
+                   read: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """`tokenizer_ceiling` on the labelled images of a source (fashion-mnist:test, FOLDER:heldout), read at the
-    tokenizer's size and channels; records the source."""
-    images, labels = read_all(open_source(spec, tokenizer.channels, data_dir), tokenizer.image_size)
+    tokenizer's size and channels (or `read`, those images [n, C, S, S] and labels [n] already read);
+    records the source."""
+    images, labels = read or read_all(open_source(spec, tokenizer.channels, data_dir), tokenizer.image_size)
     return {"source": spec, **tokenizer_ceiling(tokenizer, classifier, images, labels)}
 
 
@@ -66,6 +70,15 @@ def ceiling_line(ceiling: dict) -> str:
                 f"{ceiling['accuracy_originals']:.1%} on the originals") if "accuracy_originals" in ceiling else ""
     return (f"tokenizer ceiling on {ceiling['images']} held-out images: reconstructions FID {ceiling['fid']:.2f}, "
             f"KID {ceiling['kid']:.4f} +- {ceiling['kid_se']:.4f}{accuracy}")
+
+
+def report_ceiling(ceiling: dict, command: str, line: bool = True) -> str | None:
+    """Print the figures (with `line`) and, on stderr, the warning when there is one; returns the warning."""
+    if line:
+        print(ceiling_line(ceiling))
+    if warning := ceiling_warning(ceiling):
+        print(f"{command}: warning: {warning}", file=sys.stderr)
+    return warning
 
 
 def ceiling_warning(ceiling: dict) -> str | None:
