@@ -113,6 +113,22 @@ def test_sets_smaller_than_the_feature_dimension_are_named():
     assert small_set_warnings(10_000, 10_000, 2048) == []
 
 
+def test_class_accuracy_near_chance_is_named():
+    from rear.evaluation.evaluate import chance_warning, reference_statistics, score
+
+    assert "38.3% lies nearer chance (33.3% for 3 classes)" in chance_warning(0.383, 3)
+    assert chance_warning(0.67, 3) is None and chance_warning(0.54, 10) is not None and chance_warning(0.56, 10) is None
+    # score() carries it: 40 samples of 4 classes whose labels the classifier gets right 1 time in 4
+    classifier = Classifier(ClassifierConfig(image_size=16, widths=[8, 16], feature_dim=32, num_classes=4))
+    images = (np.random.default_rng(1).random((40, 16, 16, 3)) * 255).astype(np.uint8)
+    features = classifier.embed(to_classifier_input(images, classifier))
+    wrong = (features["probs"].argmax(1) + np.arange(40) % 4) % 4  # right exactly when i % 4 == 0
+    metrics = score(features, reference_statistics(features), wrong)
+    assert metrics["class_accuracy"] == 0.25 and any("nearer chance (25.0% for 4 classes)" in w for w in metrics["warnings"])
+    assert not any("nearer chance" in w for w in score(features, reference_statistics(features),
+                                                        features["probs"].argmax(1))["warnings"])
+
+
 def test_classifier_learns_a_separable_task(tmp_path):
     """Two classes: bright top half vs bright bottom half (flip augmentation keeps the label)."""
     g = torch.Generator().manual_seed(0)

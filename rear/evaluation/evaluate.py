@@ -172,7 +172,21 @@ def score(
     metrics["num_samples"] = len(features["pool"])
     metrics["num_reference"] = len(reference["pool"])
     metrics["warnings"] = small_set_warnings(len(reference["pool"]), len(features["pool"]), features["pool"].shape[1], k)
+    if labels is not None and (warning := chance_warning(metrics["class_accuracy"], features["probs"].shape[1])):
+        metrics["warnings"].append(warning)
     return metrics
+
+
+def chance_warning(accuracy: float, num_classes: int) -> str | None:
+    """One line when the samples' class accuracy lies nearer chance (1/C) than 100%: most samples are then
+    not recognisably of their class, and FID, KID, precision and recall describe something else."""
+    chance = 1 / num_classes
+    if accuracy >= (chance + 1) / 2:
+        return None
+    return (f"class accuracy {accuracy:.1%} lies nearer chance ({chance:.1%} for {num_classes} classes) than 100%: most "
+            "samples are not recognisably of their class, so FID, KID, precision and recall here describe images that "
+            "are not the classes; the tokenizer's ceiling (--tokenizer) tells whether the tokenizer or the generator "
+            "loses them (a generator needs more images per class or more steps)")
 
 
 KID_ROWS = 2000  # KID over at most this many rows of each set (a fixed random subset): seconds, not minutes
