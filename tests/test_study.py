@@ -322,3 +322,39 @@ def test_an_instrument_replaced_in_place_is_refused(finished, tmp_path):
     save_tokenizer(ConvVQTokenizer(config.tokenizer.model), tmp_path / "results" / "tokenizer")  # retrained in place
     with pytest.raises(ValueError, match="tokenizer is not the tokenizer this study measured with"):
         run_study(config)
+
+
+def test_a_classifier_on_disk_is_never_retrained_in_place(finished, tmp_path, monkeypatch):
+    """A borrowed classifier (classifier_from, instruments) is only read, whatever this study's classifier
+    section says; an own one whose config.json predates a newer field is reused; one of another recipe
+    stops the study with its weights untouched."""
+    from rear.study.ledger import Ledger
+
+    root, data, _ = finished
+    shutil.copytree(root / "results", tmp_path / "lent")
+    lent = tmp_path / "lent" / "classifier"
+    old = json.loads((lent / "config.json").read_text())
+    assert old["seed"] == 0
+    del old["seed"]  # as if written before that field existed: its default is what trained it
+    (lent / "config.json").write_text(json.dumps(old))
+    weights = (lent / "model.safetensors").read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a classifier on disk was trained again")
+
+    monkeypatch.setattr(pipeline, "train_classifier", refuse)
+    for borrow in (f"classifier_from={tmp_path / 'lent'}", f"instruments={tmp_path / 'lent'}"):
+        config = tiny_study(tmp_path / borrow[:5], data, borrow, "classifier.epochs=3")
+        made = pipeline.Study(config, Ledger(config.results, config)).make_classifier()
+        assert made["test_acc"] == results(root)["units"]["classifier"]["test_acc"]
+    shutil.copytree(lent, tmp_path / "own" / "results" / "classifier")  # own, with the old config.json
+    config = tiny_study(tmp_path / "own", data)
+    assert pipeline.Study(config, Ledger(config.results, config)).make_classifier()["test_acc"] > 0
+    config = tiny_study(tmp_path / "own", data, "classifier.epochs=3")
+    with pytest.raises(ValueError, match="trained with another classifier config"):
+        pipeline.Study(config, Ledger(config.results, config)).make_classifier()
+    empty = tiny_study(tmp_path / "none", data, f"classifier_from={tmp_path / 'nowhere'}")
+    with pytest.raises(FileNotFoundError, match="no trained classifier to borrow"):
+        pipeline.Study(empty, Ledger(empty.results, empty)).make_classifier()
+    assert (lent / "model.safetensors").read_bytes() == weights
+    assert (tmp_path / "own" / "results" / "classifier" / "model.safetensors").read_bytes() == weights

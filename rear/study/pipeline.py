@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rear.checkpoint import load_generator
-from rear.config import StudyConfig, TrainConfig, merge, to_dict
+from rear.config import ClassifierConfig, StudyConfig, TrainConfig, merge, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
 from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
 from rear.evaluation import diagnose
@@ -169,10 +169,15 @@ class Study:
         c = self.config
         config = dataclasses.replace(c.tokenizer, out=str(self.tokenizer_dir), threads=c.threads, data_dir=c.data_dir)
         saved = self.tokenizer_dir / METRICS
-        if saved.is_file():  # trained earlier (or by hand with the same recipe): reuse it
+        if c.instruments and not saved.is_file():
+            raise FileNotFoundError(f"{saved.parent} holds no trained tokenizer to borrow; run the study that owns it "
+                                    "first, or drop instruments to train one")
+        if saved.is_file():  # trained earlier (or by hand with the same recipe), or borrowed: reuse it
             metrics = json.loads(saved.read_text())
-            recipe = lambda d: {k: v for k, v in d.items() if k not in ("out", "threads", "data_dir")}  # noqa: E731
-            if recipe(metrics["config"]) != recipe(as_json(to_dict(config))):
+            # the saved config read with today's defaults, so a field added since is not a change
+            recipe = lambda d: {k: v for k, v in as_json(to_dict(d)).items()  # noqa: E731
+                                if k not in ("out", "threads", "data_dir")}
+            if not c.instruments and recipe(merge(type(config), metrics["config"])) != recipe(config):
                 raise ValueError(f"{saved.parent} was trained with another tokenizer config; remove it or set out=...")
         else:
             metrics = train_tokenizer(config, *fashion_mnist_images(c.data_dir, config.model.image_size), progress=False)
@@ -181,9 +186,20 @@ class Study:
                 "fingerprint": self.tokenizer.fingerprint()}
 
     def make_classifier(self) -> dict:
+        """Trains the study's own classifier once; a borrowed one (`instruments`, `classifier_from`) is
+        another study's yardstick and is only read, and one on disk is never retrained in place."""
         c, folder = self.config.classifier, self.classifier_dir
-        if (folder / "metrics.json").is_file() and json.loads((folder / "config.json").read_text()) == to_dict(c):
-            metrics = json.loads((folder / "metrics.json").read_text())
+        saved = folder / "metrics.json"
+        if self.config.classifier_from or self.config.instruments:
+            if not saved.is_file():
+                raise FileNotFoundError(f"{folder} holds no trained classifier to borrow; run the study that owns it "
+                                        "first, or drop classifier_from/instruments to train one")
+        elif saved.is_file():  # config.json read with today's defaults, so a newer field is not a change
+            if merge(ClassifierConfig, json.loads((folder / "config.json").read_text())) != c:
+                raise ValueError(f"{folder} was trained with another classifier config; restore that config, remove "
+                                 "the folder, or set results=... and out=... for a new study")
+        if saved.is_file():
+            metrics = json.loads(saved.read_text())
         else:
             tensors = {s: (to_tensor(x, c.image_size), torch.from_numpy(y)) for s, (x, y) in self.fashion.items()}
             metrics = train_classifier(c, tensors["train"], tensors["test"], folder, progress=False)
