@@ -25,6 +25,14 @@ def test_small_presets_build_and_run(name):
     assert model.logits(tokens, labels).shape == (2, 9, 16)
 
 
+def test_the_interface_alone_is_refused_with_the_builder_named():
+    """Generator(config) would be a module with no backbone whose state dict cannot be loaded back."""
+    from rear import Generator
+
+    with pytest.raises(TypeError, match="rear.build_generator"):
+        Generator(tiny_config())
+
+
 def test_any_grid_classes_and_codebook():
     model = random_generator(codebook_size=7, num_classes=11, num_tokens=12)
     assert model.logits(torch.randint(0, 7, (3, 12)), torch.tensor([0, 10, 11])).shape == (3, 12, 7)

@@ -29,6 +29,9 @@ class Generator(nn.Module):
     blocks: nn.ModuleList
 
     def __init__(self, config: GeneratorConfig) -> None:
+        if type(self) is Generator:
+            raise TypeError("Generator is the interface of the backbones and has none of its own; build a model "
+                            "with rear.build_generator(config), which builds config.backbone")
         super().__init__()
         self.config = config.validate()
         # what a checkpoint carried besides weights (rear.checkpoint: generation_config.json, card.json);
