@@ -37,7 +37,6 @@ from rear.cli import main as rear  # noqa: E402
 from rear.config import ClassifierConfig, SampleConfig  # noqa: E402
 from rear.data.store import Source, pretokenize  # noqa: E402
 from rear.evaluation.classifier import train_classifier  # noqa: E402
-from rear.tokenizer.conv_vq import save_tokenizer  # noqa: E402
 
 CLEANUP = contextlib.ExitStack()  # what a case holds while it runs (a lock), released after it
 TRAIN = ["generator.codebook_size=16", "generator.num_classes=3", "generator.num_tokens=4", "generator.width=32",
@@ -65,7 +64,7 @@ def fixtures(root: Path) -> Path:
     base = root / "base"
     base.mkdir()
     random_generator(codebook_size=16, num_classes=3, num_tokens=4).save_pretrained(base / "g", SampleConfig(cfg_scale=2.0))
-    save_tokenizer(tiny_conv_vq(), base / "tok")
+    tiny_conv_vq().save_pretrained(base / "tok")
     torch.manual_seed(0)
     images, labels = torch.rand(64, 1, 8, 8), torch.arange(64) % 3
     pretokenize(Source("memory:probe", 64, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], [])),
@@ -107,7 +106,7 @@ def cases(base: Path) -> list[Case]:
     def retrained_tokenizer(d):
         copy(B, d, "tok")
         rear([str(a) for a in ["sample", B / "g", "--tokenizer", d / "tok", "--out", d / "s", "--num-samples", "3"]])
-        save_tokenizer(tiny_conv_vq(seed=1), d / "tok")
+        tiny_conv_vq(seed=1).save_pretrained(d / "tok")
         return ["sample", B / "g", "--tokenizer", d / "tok", "--out", d / "s", "--num-samples", "3"]
     out.append(Case("1", "sample resumed after the tokenizer was retrained at its path", retrained_tokenizer,
                     "tokenizer weights", protect=lambda d: [d / "s" / "samples.npz"]))
@@ -121,7 +120,7 @@ def cases(base: Path) -> list[Case]:
                     "generator weights", protect=lambda d: [d / "s" / "samples.npz"]))
 
     def store_of_another_tokenizer(d):
-        save_tokenizer(tiny_conv_vq(seed=1), d / "tok")
+        tiny_conv_vq(seed=1).save_pretrained(d / "tok")
         (d / "run.yaml").write_text(f"store: {B / 'store'}\ntokenizer: {d / 'tok'}\n")
         return ["train", d / "run.yaml", f"out_dir={d / 'run'}", *TRAIN]
     out.append(Case("1", "train on a store made by another tokenizer", store_of_another_tokenizer,

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from rear.config import GeneratorConfig, SampleConfig, merge, to_dict
 from rear.generator import Generator, build_generator
 from rear.hub import CardInfo, dataset_ids, front_matter, model_card, read_card_info, resolve, write_card
-from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir, write_weights
 
 GENERATION = "generation_config.json"
 
@@ -62,16 +61,19 @@ def save_generator(model: Generator, directory: str | Path, sample: Optional[Sam
     info = CardInfo(training if training is not None else model.card_info.training,
                     metrics if metrics is not None else model.card_info.metrics)
 
-    def build(folder: Path) -> None:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, folder / WEIGHTS)
-        (folder / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
-        if sample is not None:
-            write_generation(folder, sample, class_names)
-        write_card(folder, generator_card(model, sample, class_names, info.training, info.metrics), info)
-
-    replace_dir(build, Path(directory))
+    replace_dir(lambda folder: write_generator(folder, model, sample, class_names, info), Path(directory))
     return Path(directory)
+
+
+def write_generator(folder: Path, model: Generator, sample: Optional[SampleConfig],
+                    class_names: Optional[Sequence[str]], info: CardInfo) -> None:
+    """A generator checkpoint's files into `folder` (being built): weights, config, the generation config
+    where `sample` is given, and the model card. save_generator and the trainer's checkpoint both use it."""
+    write_weights(model, folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
+    if sample is not None:
+        write_generation(folder, sample, class_names)
+    write_card(folder, generator_card(model, sample, class_names, info.training, info.metrics), info)
 
 
 def generator_card(model: Generator, sample: Optional[SampleConfig], class_names: Optional[Sequence[str]],

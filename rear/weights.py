@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from rear.errors import first_line
 
@@ -41,6 +41,12 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
             )
         check_tensor(tensor, expected[name].dtype, name, source)
     model.load_state_dict(state)
+
+
+def write_weights(module: torch.nn.Module, path: str | Path) -> None:
+    """The module's state dict as safetensors (detached, contiguous, on the CPU): every saved model's
+    weights go through here."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
 
 
 def check_tensor(tensor: torch.Tensor, want: torch.dtype, name: str, source: str) -> None:

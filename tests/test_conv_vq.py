@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rear.config import ConvVQConfig, TokenizerTrainConfig
-from rear.tokenizer.conv_vq import ConvVQTokenizer, load_conv_vq, save_tokenizer
+from rear.tokenizer.conv_vq import ConvVQTokenizer, load_conv_vq
 from rear.tokenizer.train import (
     CodebookEMA,
     evaluate_tokenizer,
@@ -89,7 +89,7 @@ def test_dead_codes_restart_on_encoder_outputs():
 def test_save_load_round_trip(tmp_path):
     tokenizer = tiny_tokenizer(seed=3)
     images = torch.rand(4, 1, 16, 16)
-    save_tokenizer(tokenizer, tmp_path / "tok")
+    tokenizer.save_pretrained(tmp_path / "tok")
     loaded = load_conv_vq(tmp_path / "tok")
     assert loaded.config == tokenizer.config and loaded.fingerprint() == tokenizer.fingerprint()
     ids = tokenizer.encode(images)
@@ -108,7 +108,7 @@ def test_wrong_image_size_is_a_clear_error():
 
 
 def test_loading_a_folder_that_does_not_fit_is_a_clear_error(tmp_path):
-    folder = save_tokenizer(tiny_tokenizer(), tmp_path / "tok")
+    folder = tiny_tokenizer().save_pretrained(tmp_path / "tok")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "code_dim": 8}))
     with pytest.raises(ValueError, match=r"model.safetensors: tensor 'decoder.0.resample.weight' has shape \(16, 4, 3, 3\) but the config implies \(16, 8, 3, 3\)"):

@@ -12,7 +12,7 @@ from rear.checkpoint import save_generator
 from rear.cli import main
 from rear.config import ConvVQConfig
 from rear.data.store import Source, pretokenize
-from rear.tokenizer.conv_vq import ConvVQTokenizer, save_tokenizer
+from rear.tokenizer.conv_vq import ConvVQTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,11 @@ def files(tmp_path_factory):
     """A tiny generator folder (32 codes, 5 classes, 16 tokens), a conv VQ tokenizer that fits it, a store."""
     root = tmp_path_factory.mktemp("files")
     save_generator(random_generator(), root / "gen")
-    save_tokenizer(ConvVQTokenizer(ConvVQConfig(image_size=16, codebook_size=32, code_dim=8, widths=[8, 8, 8],
-                                                res_blocks=[0, 0, 0], groups=4)), root / "tok")
+    ConvVQTokenizer(ConvVQConfig(image_size=16, codebook_size=32, code_dim=8, widths=[8, 8, 8],
+                                 res_blocks=[0, 0, 0], groups=4)).save_pretrained(root / "tok")
     # 8x8 images -> 2x2 tokens of 16 codes, 8 dims
     patch = tiny_conv_vq()
-    save_tokenizer(patch, root / "patch")
+    patch.save_pretrained(root / "patch")
     images, labels = torch.rand(16, 1, 8, 8), torch.arange(16) % 3
     pretokenize(Source("memory:train", 16, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], [])),
                 patch, root / "store", tokenizer_path=str(root / "patch"), progress=False)
@@ -168,10 +168,9 @@ def test_broken_weights_are_refused_naming_the_file_and_tensor(tmp_path, capsys)
     from safetensors.torch import load_file
 
     from conftest import random_generator, tiny_conv_vq
-    from rear.tokenizer.conv_vq import save_tokenizer
 
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     for folder, damage, expected in (
             ("tok", lambda t: t.fill_(float("nan")), "NaN or Inf"),
             ("g", lambda t: t.fill_(float("inf")), "NaN or Inf"),
@@ -233,10 +232,9 @@ def test_numeric_settings_are_bounded_before_any_work(tmp_path, capsys):
 
 def test_malformed_inputs_get_one_line_not_a_traceback(tmp_path, capsys):
     from conftest import random_generator, tiny_conv_vq
-    from rear.tokenizer.conv_vq import save_tokenizer
 
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     (tmp_path / "zero.bin").write_bytes(b"")
     assert "zero.bin cannot be read as tensors" in fails(
         capsys, "sample", tmp_path / "g", "--tokenizer", tmp_path / "zero.bin", "--out", tmp_path / "s", "--num-samples", "2")
@@ -280,10 +278,9 @@ def test_a_second_process_on_the_same_output_is_refused_naming_the_first(tmp_pat
     from rear.lock import hold, lock_path
 
     from conftest import random_generator, tiny_conv_vq
-    from rear.tokenizer.conv_vq import save_tokenizer
 
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     sample = ("sample", tmp_path / "g", "--tokenizer", tmp_path / "tok", "--out", tmp_path / "s", "--num-samples", "2")
     with hold(tmp_path / "s"):
         message = fails(capsys, *sample)
@@ -306,10 +303,9 @@ def test_poor_one_liners_are_plain(tmp_path, capsys):
     from rear.config import ClassifierConfig
     from rear.evaluation.classifier import train_classifier
     from rear.evaluation.evaluate import load_images
-    from rear.tokenizer.conv_vq import save_tokenizer
 
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     (tmp_path / "g" / "generation_config.json").write_text("{}")
     main(["sample", str(tmp_path / "g"), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "s"),
           "--num-samples", "2"])

@@ -186,15 +186,14 @@ def test_samples_know_their_tokenizer_by_content_not_by_path(tmp_path, monkeypat
     another spelling of its path does not (resumed)."""
     from conftest import tiny_conv_vq
     from rear.cli import main
-    from rear.tokenizer.conv_vq import save_tokenizer
 
     monkeypatch.chdir(tmp_path)
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
-    save_tokenizer(tiny_conv_vq(seed=0), tmp_path / "tok")
+    tiny_conv_vq(seed=0).save_pretrained(tmp_path / "tok")
     main(["sample", "g", "--tokenizer", "tok", "--out", "s", "--num-samples", "4"])
     main(["sample", "./g", "--tokenizer", "./tok/", "--out", "s", "--num-samples", "4"])  # the same inputs: resumes
     assert json.loads((tmp_path / "s" / SETTINGS).read_text())["provenance"]["tokenizer"] == "./tok/"
-    save_tokenizer(tiny_conv_vq(seed=1), tmp_path / "tok")  # retrained in place
+    tiny_conv_vq(seed=1).save_pretrained(tmp_path / "tok")  # retrained in place
     with pytest.raises(SystemExit):
         main(["sample", "g", "--tokenizer", "tok", "--out", "s", "--num-samples", "4"])
 

@@ -138,9 +138,8 @@ def test_degenerate_folders_are_refused(tmp_path, capsys):
 
     from conftest import tiny_conv_vq
     from rear.cli import main
-    from rear.tokenizer.conv_vq import save_tokenizer
 
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     root = tmp_path / "images"
     for name in ("a", "b"):
         (root / name).mkdir(parents=True)

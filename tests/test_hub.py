@@ -86,9 +86,8 @@ def test_resolve_local_paths_and_repo_ids(tmp_path, monkeypatch):
 
 
 def test_sample_uses_the_checkpoint_settings_unless_flags_override(tmp_path, capsys, monkeypatch):
-    from rear.tokenizer.conv_vq import save_tokenizer
 
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     model = random_generator(codebook_size=16, num_classes=2, num_tokens=4)
     model.save_pretrained(tmp_path / "g", SampleConfig(cfg_scale=7.0, cfg_power=0.5), ["a", "b"])
     used = []
@@ -106,9 +105,8 @@ def test_sample_uses_the_checkpoint_settings_unless_flags_override(tmp_path, cap
 
 def test_sample_compiles_by_default_only_on_a_gpu_and_refuses_emulated_bf16(tmp_path, capsys, monkeypatch):
     from rear import precision
-    from rear.tokenizer.conv_vq import save_tokenizer
 
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(tmp_path / "g")
     used = []
     monkeypatch.setattr("rear.evaluation.samples.write_samples",
@@ -151,11 +149,10 @@ def test_reproduce_writes_every_setting_beside_the_samples(tmp_path, monkeypatch
     from rear.metrics import statistics
     from rear.metrics.inception import InceptionFeatures, load_inception
     from rear.weights import state_fingerprint
-    from rear.tokenizer.conv_vq import save_tokenizer
     from test_inception import random_state
 
     torch.save(random_state(InceptionFeatures()), tmp_path / "inception.pth")
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     random_generator(codebook_size=16, num_classes=2, num_tokens=4).save_pretrained(
         tmp_path / "g", SampleConfig(cfg_scale=2.0, cfg_power=1.0), ["a", "b"])
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
@@ -216,6 +213,7 @@ def test_a_trained_tokenizer_keeps_its_metrics_on_re_save(tmp_path):
                                                                   "widths": [4, 4, 8], "res_blocks": [0, 0, 0],
                                                                   "groups": 2}})
     metrics = train_tokenizer(config, torch.rand(16, 1, 32, 32), torch.rand(4, 1, 32, 32), progress=False)
+    assert f"| psnr | {metrics['psnr']} |" in (tmp_path / "tok" / "README.md").read_text()  # its own card
     VQTokenizer.from_pretrained(tmp_path / "tok").save_pretrained(tmp_path / "again")
     VQTokenizer.from_pretrained(tmp_path / "again").save_pretrained(tmp_path / "third")
     card = (tmp_path / "third" / "README.md").read_text()
@@ -236,9 +234,8 @@ def card_parts(folder):
 
 @pytest.mark.parametrize("preset", BACKBONE_PRESETS)
 def test_the_generator_card_has_a_hub_header_and_a_snippet_that_runs(tmp_path, preset):
-    from rear.tokenizer.conv_vq import save_tokenizer
 
-    save_tokenizer(tiny_conv_vq(), tmp_path / "tok")
+    tiny_conv_vq().save_pretrained(tmp_path / "tok")
     model = random_generator(preset=preset, codebook_size=16, num_classes=5, num_tokens=4)
     model.save_pretrained(tmp_path / "g", SampleConfig(cfg_scale=2.0, cfg_power=1.0),
                           training={"data": "fashion-mnist:train", "tokenizer": "ConvVQTokenizer: 16 codes"})

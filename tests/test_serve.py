@@ -23,7 +23,6 @@ from rear.cli import main  # noqa: E402
 from rear.config import SampleConfig  # noqa: E402
 from rear.serve import ServeConfig, build_app, load_studio  # noqa: E402
 from rear.serve.studio import parse_request  # noqa: E402
-from rear.tokenizer.conv_vq import save_tokenizer  # noqa: E402
 
 NAMES = ["alpha", "beta", "gamma", "delta", "epsilon"]
 SAMPLE = SampleConfig(cfg_scale=3.0, cfg_power=1.5, temperature=0.9, top_k=8, top_p=None)
@@ -34,7 +33,7 @@ GRID_PX = 2 * (8 + 2) + 2  # 4 images of 8x8 px in 2 columns, 2 px padding
 def folders(tmp_path_factory):
     """A tiny tokenizer (8x8 px, 2x2 tokens of 16 codes) and generators that fit it, with and without names."""
     root = tmp_path_factory.mktemp("serve")
-    save_tokenizer(tiny_conv_vq(), root / "tokenizer")
+    tiny_conv_vq().save_pretrained(root / "tokenizer")
     model = random_generator(codebook_size=16, num_tokens=4)  # 5 classes
     save_generator(model, root / "named", sample=SAMPLE, class_names=NAMES)
     save_generator(model, root / "plain")  # a checkpoint from before generation_config.json

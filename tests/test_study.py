@@ -310,7 +310,7 @@ def test_the_verdict_reads_the_matched_differences():
 
 def test_an_instrument_replaced_in_place_is_refused(finished, tmp_path):
     """The ledger knows its tokenizer and classifier by content: retraining one at the same path stops the study."""
-    from rear.tokenizer.conv_vq import ConvVQTokenizer, save_tokenizer
+    from rear.tokenizer.conv_vq import ConvVQTokenizer
 
     root, data, _ = finished
     for name in ("results", "out"):
@@ -319,7 +319,7 @@ def test_an_instrument_replaced_in_place_is_refused(finished, tmp_path):
     assert len(recorded["tokenizer"]["fingerprint"]) == 64 and len(recorded["classifier"]["fingerprint"]) == 64
     run_study(tiny_study(tmp_path, data))  # unchanged: nothing to do, nothing refused
     config = tiny_study(tmp_path, data)
-    save_tokenizer(ConvVQTokenizer(config.tokenizer.model), tmp_path / "results" / "tokenizer")  # retrained in place
+    ConvVQTokenizer(config.tokenizer.model).save_pretrained(tmp_path / "results" / "tokenizer")  # retrained in place
     with pytest.raises(ValueError, match="tokenizer is not the tokenizer this study measured with"):
         run_study(config)
 

@@ -20,7 +20,6 @@ from rear.optim import decay_groups, learning_rate
 from rear.regularizers import alignment_loss, corrupt_context, noise_ratio
 from rear.tokenizer.load import load_tokenizer
 from rear.train.batches import regularize
-from rear.tokenizer.conv_vq import save_tokenizer
 from rear.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +148,7 @@ def workspace(tmp_path_factory):
     """A tiny tokenizer folder and a 64-item store of 2x2 tokens over 3 classes."""
     root = tmp_path_factory.mktemp("run")
     tokenizer = tiny_conv_vq()  # the trainer loads it: a real tokenizer folder
-    save_tokenizer(tokenizer, root / "tok")
+    tokenizer.save_pretrained(root / "tok")
     torch.manual_seed(0)
     images, labels = torch.rand(64, 1, 8, 8), torch.arange(64) % 3
     source = Source("memory:train", 64, ["a", "b", "c"], lambda a, b, size: (images[a:b], labels[a:b], []))
@@ -212,12 +211,12 @@ def test_existing_run_is_not_overwritten(workspace, tmp_path):
 def test_crash_during_a_save_keeps_the_last_checkpoint(workspace, tmp_path, monkeypatch):
     checkpoint = train(tiny_run(workspace, tmp_path / "a", "steps=4"), progress=False, until=2)
     before = weights(checkpoint)
-    import rear.train.state as state
+    import rear.weights
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(state, "save_file", crash)
+    monkeypatch.setattr(rear.weights, "save_file", crash)  # every weight file goes through rear.weights
     with pytest.raises(RuntimeError, match="killed"):
         train(tiny_run(workspace, tmp_path / "a", "steps=4"), resume=True, progress=False)
     after = weights(checkpoint)
@@ -335,7 +334,7 @@ def test_the_four_arms(workspace, tmp_path, noise, align, expect_noise, expect_a
 
 
 def test_store_of_another_tokenizer_is_refused(workspace, tmp_path):
-    save_tokenizer(tiny_conv_vq(seed=5), tmp_path / "tok")
+    tiny_conv_vq(seed=5).save_pretrained(tmp_path / "tok")
     with pytest.raises(ValueError, match="was made by tokenizer"):
         train(tiny_run(workspace, tmp_path / "a", f"tokenizer={tmp_path / 'tok'}"), progress=False)
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from rear.config import ClassifierConfig, merge, to_dict
 from rear.metrics.features import embed_batches
 from rear.progress import bar as progress_bar
-from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir, write_weights
 
 
 class Classifier(nn.Module):
@@ -106,7 +105,7 @@ def train_classifier(
                "train_seconds": time.perf_counter() - began, "steps": steps, "epochs": epochs, "source": source}
 
     def build(folder: Path) -> None:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS)
+        write_weights(model, folder / WEIGHTS)
         (folder / CONFIG).write_text(json.dumps(to_dict(config), indent=2))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 

@@ -120,34 +120,35 @@ class VQTokenizer(nn.Module):
     def save_pretrained(self, folder: str | Path, training: dict | None = None, metrics: dict | None = None) -> Path:
         """Write a folder `from_pretrained` reads: model.safetensors, any config file, and a model card
         (README.md, card.json); training and metrics not given are those it was loaded with."""
-        from safetensors.torch import save_file
-
-        from rear.hub import front_matter, model_card, write_card
-        from rear.weights import WEIGHTS, replace_dir
+        from rear.weights import replace_dir
 
         info = CardInfo(training if training is not None else self.card_info.training,
                         metrics if metrics is not None else self.card_info.metrics)
-
-        def build(staging: Path) -> None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, staging / WEIGHTS)
-            for name, text in self.config_files().items():
-                (staging / name).write_text(text)
-            summary = (f"A VQ tokenizer, {self.describe()} (full: {self.fingerprint()}): images <-> raster token "
-                       "ids, made or converted with rear.")
-            C, S = self.channels, self.image_size
-            snippet = "\n".join([
-                "import torch", "from rear import VQTokenizer",
-                'tokenizer = VQTokenizer.from_pretrained("PATH_OR_REPO_ID").eval()',
-                f"ids = tokenizer.encode(torch.rand(1, {C}, {S}, {S}))  # [1, {self.num_tokens}] token ids",
-                f"images = tokenizer.decode(ids)  # [1, {C}, {S}, {S}] in [0, 1]"])
-            header = front_matter(["image-tokenizer", "vector-quantization", type(self).__name__],
-                                  "image-feature-extraction", [])
-            write_card(staging, model_card(f"rear tokenizer ({type(self).__name__})", summary, snippet,
-                                           {"class": type(self).__name__, "grid": list(self.grid)}, header,
-                                           info.training, info.metrics), info)
-
-        replace_dir(build, Path(folder))
+        replace_dir(lambda staging: self.write_files(staging, info), Path(folder))
         return Path(folder)
+
+    def write_files(self, folder: Path, info: CardInfo) -> None:
+        """The saved tokenizer's files into `folder` (being built): weights, config files and model card.
+        save_pretrained and `rear tokenizer train` both use it."""
+        from rear.hub import front_matter, model_card, write_card
+        from rear.weights import WEIGHTS, write_weights
+
+        write_weights(self, folder / WEIGHTS)
+        for name, text in self.config_files().items():
+            (folder / name).write_text(text)
+        summary = (f"A VQ tokenizer, {self.describe()} (full: {self.fingerprint()}): images <-> raster token "
+                   "ids, made or converted with rear.")
+        C, S = self.channels, self.image_size
+        snippet = "\n".join([
+            "import torch", "from rear import VQTokenizer",
+            'tokenizer = VQTokenizer.from_pretrained("PATH_OR_REPO_ID").eval()',
+            f"ids = tokenizer.encode(torch.rand(1, {C}, {S}, {S}))  # [1, {self.num_tokens}] token ids",
+            f"images = tokenizer.decode(ids)  # [1, {C}, {S}, {S}] in [0, 1]"])
+        header = front_matter(["image-tokenizer", "vector-quantization", type(self).__name__],
+                              "image-feature-extraction", [])
+        write_card(folder, model_card(f"rear tokenizer ({type(self).__name__})", summary, snippet,
+                                      {"class": type(self).__name__, "grid": list(self.grid)}, header,
+                                      info.training, info.metrics), info)
 
     def fingerprint(self) -> str:
         """sha256 of the weights: names the exact tokenizer (see `state_fingerprint`)."""

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
-from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir
+from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors
 from rear.config import ConvVQConfig, merge, to_dict
 from rear.tokenizer.base import Codebook, VQTokenizer, nearest_codes
 
@@ -103,21 +102,8 @@ class ConvVQTokenizer(VQTokenizer):
         return self.latents(ids), ids
 
 
-def write_tokenizer(tokenizer: ConvVQTokenizer, folder: Path) -> None:
-    """Write model.safetensors and config.json into an existing folder."""
-    state = {k: v.detach().contiguous().cpu() for k, v in tokenizer.state_dict().items()}
-    save_file(state, folder / WEIGHTS)
-    (folder / CONFIG).write_text(json.dumps(to_dict(tokenizer.config), indent=2))
-
-
-def save_tokenizer(tokenizer: ConvVQTokenizer, folder: str | Path) -> Path:
-    """Save weights and config to `folder`, replacing it atomically."""
-    replace_dir(lambda staging: write_tokenizer(tokenizer, staging), Path(folder))
-    return Path(folder)
-
-
 def load_conv_vq(folder: str | Path) -> ConvVQTokenizer:
-    """Rebuild a tokenizer saved by `save_tokenizer` (eval mode, on the CPU)."""
+    """Rebuild a tokenizer saved by `save_pretrained` or `rear tokenizer train` (eval mode, on the CPU)."""
     folder = Path(folder)
     for name in (WEIGHTS, CONFIG):
         if not (folder / name).is_file():

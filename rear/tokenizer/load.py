@@ -26,13 +26,16 @@ def read_codebook(path: str | Path) -> tuple[torch.Tensor, str]:
 
 
 def card_info(folder: Path) -> CardInfo:
-    """What a tokenizer folder records of its making: card.json (save_pretrained), else the metrics.json
-    of `rear tokenizer train` (its training config as the training record)."""
+    """What a tokenizer folder records of its making: card.json (save_pretrained), updated by the
+    metrics.json of `rear tokenizer train` where there is one (its training config as the training record;
+    what was measured after training, such as the ceiling, is added to metrics.json only)."""
     info = read_card_info(folder)
     metrics = folder / METRICS
-    if info.training is None and info.metrics is None and metrics.is_file():
+    if metrics.is_file():
         data = json.loads(metrics.read_text())
-        info = CardInfo({"config": data.pop("config", None)}, data)
+        config = data.pop("config", None)
+        info = CardInfo(info.training if info.training is not None else {"config": config},
+                        {**(info.metrics or {}), **data})
     return info
 
 

@@ -22,7 +22,8 @@ from rear.data.store import open_source, parse_source, read_all
 from rear.optim import learning_rate, make_optimizer
 from rear.lock import locked
 from rear.progress import bar as progress_bar
-from rear.tokenizer.conv_vq import ConvVQTokenizer, write_tokenizer
+from rear.hub import CardInfo
+from rear.tokenizer.conv_vq import ConvVQTokenizer
 from rear.tokenizer.load import METRICS
 from rear.weights import replace_dir, replace_file
 
@@ -190,8 +191,10 @@ def train_tokenizer(
         torch.set_num_threads(threads)
     metrics.update(stats, heldout_images=len(heldout), train_seconds=train_seconds, steps=config.steps)
 
+    card = CardInfo({"config": to_dict(config)}, metrics)
+
     def build(folder: Path) -> None:
-        write_tokenizer(tokenizer, folder)
+        tokenizer.write_files(folder, card)
         (folder / METRICS).write_text(json.dumps({**metrics, "config": to_dict(config)}, indent=2))
 
     replace_dir(build, Path(config.out))

@@ -14,11 +14,10 @@ from typing import Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 
-from rear.checkpoint import generator_card, write_generation
-from rear.hub import CardInfo, describe_tokenizer, write_card
-from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir
+from rear.checkpoint import write_generator
+from rear.hub import CardInfo, describe_tokenizer
+from rear.weights import WEIGHTS, load_state, read_tensors, read_torch_file, replace_dir, write_weights
 from rear.config import TrainConfig, flatten, merge, to_dict
 from rear.generator import Generator
 
@@ -55,10 +54,6 @@ def check_recipe(folder: Path, config: TrainConfig, inputs: Optional[dict[str, s
                          "out_dir")
 
 
-def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-
-
 def save_training(
     folder: Path,
     model: Generator,
@@ -77,9 +72,6 @@ def save_training(
     data source and tokenizer the card names), `inputs` the content fingerprints a resume checks."""
 
     def build(staging: Path) -> None:
-        save_file(_tensors(model), staging / WEIGHTS)
-        (staging / CONFIG).write_text(json.dumps(to_dict(model.config), indent=2))
-        write_generation(staging, config.sample, class_names)
         made = (store or {}).get("tokenizer")
         tokenizer = (describe_tokenizer(made["class"], store["codebook_size"], store["code_dim"], store["grid"],
                                         store["channels"], store["image_size"], made["fingerprint"])
@@ -88,9 +80,9 @@ def save_training(
                     "steps": f"{step} of {config.steps}",
                     "batch size": config.batch_size, "noisy context": config.noise.enabled,
                     "alignment": config.generator.align.enabled, "seed": config.seed}
-        write_card(staging, generator_card(model, config.sample, class_names, training, None), CardInfo(training))
+        write_generator(staging, model, config.sample, class_names, CardInfo(training))
         if ema is not None:
-            save_file(_tensors(ema), staging / EMA)
+            write_weights(ema, staging / EMA)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states, "skipped": skipped},
                    staging / STATE)
         (staging / RUN_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
