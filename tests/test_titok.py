@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rear.compat.titok import config_from_json, config_from_state, is_titok, load_titok
+from rear.compat.titok import SIGNATURE, config_from_json, config_from_state, load_titok, tensor_names, weights_file
 from rear.tokenizer.titok import VIT_SIZES, TiTok, TiTokConfig, ViTSize
 from rear.weights import load_state
 
@@ -130,6 +130,12 @@ def test_release_config_json_gives_b64(tmp_path, facts):
     (tmp_path / "config.json").write_text(json.dumps(facts["b64"]["config"]))
     assert config_from_json(tmp_path / "config.json") == TiTokConfig()
 
+
+
+def is_titok(path):
+    """What rear.tokenizer.load's dispatch asks of a file: does it hold a legacy TiTok's tensor names?"""
+    weights = weights_file(path)
+    return weights.is_file() and set(SIGNATURE) <= tensor_names(weights)
 
 def test_load_titok_reads_folder_safetensors_file_and_bin(tmp_path, tiny, hf_folder, golden):
     fingerprint = tiny[0].fingerprint()

@@ -48,12 +48,6 @@ def tensor_names(path: Path) -> set[str]:
         return set(read_state_dict(path))
 
 
-def is_titok(path: str | Path) -> bool:
-    """Whether a folder or file holds a released (legacy) TiTok, judged by its tensor names."""
-    weights = weights_file(Path(path))
-    return weights.is_file() and set(SIGNATURE) <= tensor_names(weights)
-
-
 def check_titok_state(state: dict[str, torch.Tensor], source: Path) -> None:
     """Raise ValueError naming what the file looks like unless it is a legacy TiTok state dict."""
     if set(SIGNATURE) <= set(state):

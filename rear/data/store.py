@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -329,10 +329,3 @@ class TokenStore:
                 f"not by the configured one ({fingerprint[:12]}); pretokenize again with the configured tokenizer"
             )
 
-    def iterate(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch in random order, each item through a random view."""
-        order = torch.randperm(len(self), generator=generator).numpy()
-        for start in range(0, len(order), batch_size):
-            items = order[start : start + batch_size]
-            views = torch.randint(0, self.num_views, (len(items),), generator=generator).numpy()
-            yield self.batch(items, views)
