@@ -202,6 +202,22 @@ def test_stopping_at_a_step_and_resuming_is_the_same_run(workspace, tmp_path):
         train(config, resume=True, progress=False, until=7)
 
 
+def test_the_step_reads_no_id_back_from_the_device(workspace, tmp_path, monkeypatch):
+    """Token and label ranges are checked once where the store is opened, not per micro-batch (each such
+    check is a device sync on a GPU); shapes are still checked per step, values only at the API."""
+    from rear.generator.base import Generator
+
+    seen, check = [], Generator.check_inputs
+
+    def spy(self, labels, tokens=None, values=True):
+        seen.append(values)
+        return check(self, labels, tokens, values)
+
+    monkeypatch.setattr(Generator, "check_inputs", spy)
+    train(tiny_run(workspace, tmp_path / "a", "steps=2", "grad_accumulation=2"), progress=False)
+    assert seen and not any(seen)
+
+
 def test_existing_run_is_not_overwritten(workspace, tmp_path):
     train(tiny_run(workspace, tmp_path / "a", "steps=1"), progress=False)
     with pytest.raises(FileExistsError, match="pass --resume"):

@@ -122,12 +122,14 @@ class Generator(nn.Module):
             p.numel() for n, p in self.named_parameters() if heads or "_align_mlp." not in n
         )
 
-    def check_inputs(self, labels: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
-        """Raise ValueError on labels outside [0, C] or tokens [B, n] outside [0, K] / n > N."""
+    def check_inputs(self, labels: torch.Tensor, tokens: torch.Tensor | None = None, values: bool = True) -> None:
+        """Raise ValueError on labels outside [0, C] or tokens [B, n] outside [0, K] / n > N. The shapes
+        are checked always; the values (a device sync on a GPU) only with `values`: the API boundary
+        checks them, the trainer does not, its store having been checked once where it was opened."""
         c = self.config
         if labels.dim() != 1 or labels.dtype.is_floating_point:
             raise ValueError(f"labels must be an integer tensor [B], got {labels.dtype} {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() > c.num_classes):
+        if values and labels.numel() and (labels.min() < 0 or labels.max() > c.num_classes):
             raise ValueError(
                 f"labels must lie in [0, {c.num_classes}] ({c.num_classes} = null class), "
                 f"got range [{labels.min().item()}, {labels.max().item()}]"
@@ -140,7 +142,7 @@ class Generator(nn.Module):
             )
         if tokens.shape[1] > c.num_tokens:
             raise ValueError(f"got {tokens.shape[1]} tokens per image; this model takes {c.num_tokens}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() > self.mask_id):
+        if values and tokens.numel() and (tokens.min() < 0 or tokens.max() > self.mask_id):
             raise ValueError(
                 f"token ids must lie in [0, {c.codebook_size - 1}] (or {self.mask_id} = mask), "
                 f"got range [{tokens.min().item()}, {tokens.max().item()}]; "
@@ -169,25 +171,28 @@ class Generator(nn.Module):
         code_vectors: torch.Tensor,
         context: torch.Tensor | None = None,
         corrupted: torch.Tensor | None = None,
+        checked: bool = False,
     ) -> dict[str, torch.Tensor]:
         """The reAR loss {"ce", "align", "total"} of clean `tokens` [B, N] read through `context`.
 
         code_vectors [B, N, Z] are the frozen codebook vectors of the clean tokens; `corrupted` [B, N]
         marks the context positions the noise drew (their encode-alignment term is zeroed), including
         a switch that drew the true code; without it, positions where context != tokens count.
+        `checked`: the caller has range-checked the ids where they entered (the trainer: its store), so
+        no value is read back from the device here.
         """
         c = self.config
         context = tokens if context is None else context
         corrupted = context != tokens if corrupted is None else corrupted  # [B, N]
-        self.check_inputs(labels, context)
-        self.check_inputs(labels, tokens)
+        self.check_inputs(labels, context, values=not checked)
+        self.check_inputs(labels, tokens, values=not checked)
         N = c.num_tokens
         if tokens.shape[1] != N or context.shape != tokens.shape or corrupted.shape != tokens.shape:
             raise ValueError(
                 f"tokens, context and corrupted must all be [B, {N}], "
                 f"got {tuple(tokens.shape)}, {tuple(context.shape)} and {tuple(corrupted.shape)}"
             )
-        if tokens.numel() and tokens.max() >= c.codebook_size:
+        if not checked and tokens.numel() and tokens.max() >= c.codebook_size:
             raise ValueError(f"target tokens must lie in [0, {c.codebook_size - 1}], got {tokens.max().item()} "
                              f"({c.codebook_size} is the mask id: only a context may hold it)")
         layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
@@ -216,9 +221,10 @@ class Generator(nn.Module):
         code_vectors: torch.Tensor,
         context: torch.Tensor | None = None,
         corrupted: torch.Tensor | None = None,
+        checked: bool = False,
     ) -> dict[str, torch.Tensor]:
         """The training losses: the step DistributedDataParallel wraps."""
-        return self.training_losses(tokens, labels, code_vectors, context, corrupted)
+        return self.training_losses(tokens, labels, code_vectors, context, corrupted, checked)
 
     @torch.no_grad()
     def generate(

@@ -82,7 +82,9 @@ def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: to
         sync = m == accum - 1 or not isinstance(net, torch.nn.parallel.DistributedDataParallel)
         with contextlib.nullcontext() if sync else net.no_sync():
             with autocast():
-                losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part], corrupted[part])
+                # the ids were range-checked once, where the store was opened (check_store): no sync here
+                losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part],
+                             corrupted[part], checked=True)
             (losses["total"] / accum).backward()
         sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
     return sums
