@@ -49,3 +49,25 @@ def test_config_parses_and_builds(path):
         assert (generator.codebook_size, generator.num_tokens, generator.num_classes) == (tokenizer.codebook_size, 64, 10)
         if not path.name.startswith("study"):
             assert generator.align.code_dim == tokenizer.code_dim
+
+
+# Each ImageNet config's generator is a preset (rear.config.PRESETS, the one source of the official sizes)
+# with only these fields changed: the paper's baseline switches the alignment off; TiTok-b64 has its own
+# codes and grid.
+IMAGENET_PRESETS = {
+    "ar_l.yaml": ("rear-l", {"align": {"encode": False, "decode": False}}),
+    "rear_s.yaml": ("rear-s", {}),
+    "rear_b.yaml": ("rear-b", {}),
+    "rear_l.yaml": ("rear-l", {}),
+    "rear_alitok_b.yaml": ("alitok-b", {}),
+    "rear_titok_b64.yaml": ("rear-b", {"codebook_size": 4096, "num_tokens": 64, "align": {"code_dim": 12}}),
+}
+
+
+def test_every_imagenet_config_is_its_preset():
+    from rear.config import generator_preset
+
+    imagenet = {p.name: p for p in CONFIGS if p.parent.name == "imagenet"}
+    assert set(imagenet) == set(IMAGENET_PRESETS)
+    for name, (preset, changes) in IMAGENET_PRESETS.items():
+        assert merge(TrainConfig, str(imagenet[name])).generator == generator_preset(preset, **changes), name
