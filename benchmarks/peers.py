@@ -7,7 +7,7 @@
   static-cache sampler (`autoregressive/models/gpt.py`, `generate.py`).
 
 Only the files named are loaded, by path; the packages they would import for other models are
-replaced by the few names these files use (REFERENCE.md section 10).
+replaced by the few names these files use (docs/method.md, 10).
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def main() -> None:
 
     def timed(name: str, static: bool, step) -> None:
         with torch.no_grad():
-            state = model.start(rows, static=static)
+            state = model.setup_caches(rows, static=static)
             model.prefill(state)
             step(state, 0)  # warm-up (compiles, records)
             step(state, 1)

@@ -60,7 +60,7 @@ def check_ranges(config: Any, prefix: str = "") -> None:
 
 @dataclass
 class AlignConfig:
-    """Codebook-embedding alignment heads (REFERENCE.md section 3)."""
+    """Codebook-embedding alignment heads (docs/method.md, 3)."""
 
     encode: bool = True  # head on a shallow layer: recover the current token's code vector
     decode: bool = True  # head on a deep layer: predict the next token's code vector
@@ -91,7 +91,7 @@ BACKBONE_ONLY = {Backbone.RAR: ("extra_position_rows", "extra_step_rows"),
 
 @dataclass
 class GeneratorConfig:
-    """The raster-order class-conditional transformer (REFERENCE.md sections 1 and 11)."""
+    """The raster-order class-conditional transformer (docs/method.md, 1 and 11)."""
 
     backbone: Backbone = Backbone.RAR
     codebook_size: int = 1024  # K image codes
@@ -164,7 +164,7 @@ class Corruption(Enum):
 
 @dataclass
 class NoiseConfig:
-    """Noisy-context regularization (REFERENCE.md section 2); r anneals over optimizer steps."""
+    """Noisy-context regularization (docs/method.md, 2); r anneals over optimizer steps."""
 
     enabled: bool = True
     corruption: Corruption = Corruption.SWITCH
@@ -175,7 +175,7 @@ class NoiseConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay (REFERENCE.md section 4)."""
+    """AdamW with linear warmup then cosine decay (docs/method.md, 4)."""
 
     learning_rate: float = 4e-4
     end_learning_rate: float = 1e-5
@@ -190,7 +190,7 @@ class OptimConfig:
 
 @dataclass
 class SampleConfig:
-    """Sampling settings (REFERENCE.md section 5)."""
+    """Sampling settings (docs/method.md, 5)."""
 
     cfg_scale: float = 15.0  # 1 = no guidance
     cfg_power: float = 2.5
@@ -383,7 +383,7 @@ class ConvVQConfig:
     code_dim: int = 8  # Z; a low-dimensional unit sphere keeps every code in use
     # One entry per resolution level: the first at full resolution, each further one halving it by a
     # strided conv, so the token grid is image_size / 2**(len(widths) - 1) (32 -> 8 x 8).
-    # A thin full-resolution level keeps a step cheap on AVX2-only CPUs (0.5 s at batch 64 on 2 cores).
+    # A thin full-resolution level keeps a step cheap on CPUs without AVX-512.
     widths: list[int] = field(default_factory=lambda: [16, 64, 128])
     res_blocks: list[int] = field(default_factory=lambda: [0, 1, 1])  # residual blocks per level
     groups: int = 8  # GroupNorm groups

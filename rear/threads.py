@@ -1,7 +1,7 @@
 """How many torch CPU threads a command computes with: one policy for every command, printed at start.
 
-torch's default (every core) beside another busy process oversubscribes a small machine badly (on a
-2-core machine, 999 samples took 6 min with the default and 21 s with one thread). So: `--threads N`
+torch's default (every core) beside another busy process oversubscribes a small machine badly (on
+2 cores, several times slower than one thread). So: `--threads N`
 when given, else a config's own nonzero `threads`, else the cores this process may use that the
 1-minute load average does not already claim, shared among the local ranks of torchrun.
 """

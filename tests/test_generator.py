@@ -145,12 +145,12 @@ def test_alignment_heads_read_the_documented_positions(preset):
     """encode head: the state holding t_i; decode head: the state whose logits predict t_i."""
     model = random_generator(preset=preset, align={"encode_layer": 0, "decode_layer": 1})
     tokens, labels = torch.randint(0, 32, (2, 16)), torch.tensor([0, 3])
-    _, captured = model.run(tokens, labels, capture=(0, 1))
+    _, captured = model.forward_context(tokens, labels, capture=(0, 1))
     P = model.prefix_length
     assert captured[0].shape[1] == P + 16
     changed = tokens.clone()
     changed[:, 5] = (changed[:, 5] + 1) % 32
-    _, after = model.run(changed, labels, capture=(0, 1))
+    _, after = model.forward_context(changed, labels, capture=(0, 1))
     holding, predicting = model.holding_states(captured[0], 16), model.predicting_states(captured[1], 16)
     # t_5 is first seen at the position holding it; the position predicting t_5 has not seen it
     assert torch.allclose(model.holding_states(after[0], 16)[:, :5], holding[:, :5])
@@ -158,7 +158,7 @@ def test_alignment_heads_read_the_documented_positions(preset):
     assert torch.allclose(model.predicting_states(after[1], 16)[:, :6], predicting[:, :6])
     assert not torch.allclose(model.predicting_states(after[1], 16)[:, 6], predicting[:, 6])
     # the logits of t_i come from the predicting positions
-    logits, _ = model.run(tokens, labels)
+    logits, _ = model.forward_context(tokens, labels)
     assert torch.allclose(logits[:, :16], model.logits(tokens, labels), atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""MaskGIT-VQGAN port: exact layout, and a functional reference forward written from REFERENCE.md."""
+"""MaskGIT-VQGAN port: exact layout, and a functional reference forward written from docs/method.md, 6."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -25,7 +25,7 @@ def test_cached_logits_equal_full_recompute_at_every_step(model, static, table, 
     monkeypatch.setattr(rar, "MODULATION_TABLE_BYTES", rar.MODULATION_TABLE_BYTES if table else 0)
     tokens, labels = torch.randint(0, 32, (3, 16)), torch.tensor([0, 5, 0])
     full = model.logits(tokens, labels)  # [B, N, K]
-    state = model.start(labels, static=static)
+    state = model.setup_caches(labels, static=static)
     if isinstance(state, rar.DecodeState):
         assert (state.modulation is not None) == (table and not static)
     with torch.no_grad():
@@ -38,7 +38,7 @@ def test_cached_logits_equal_full_recompute_at_every_step(model, static, table, 
 @pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
 def test_cache_is_written_in_place_at_explicit_positions(model, static):
     labels = torch.tensor([1, 2])
-    state = model.start(labels, static=static)
+    state = model.setup_caches(labels, static=static)
     buffers, P = list(state.cache.k), model.prefix_length
     assert state.cache.length == P + 15  # the prefix, t_0 .. t_14: t_15 is never read
     with torch.no_grad():

@@ -46,7 +46,7 @@ def decode_cosine(model: Generator, tokens: torch.Tensor, labels: torch.Tensor, 
         raise ValueError("this generator has no decode alignment head (trained without alignment)")
     model.eval()
     layer = model.config.align.decode_layer
-    _, captured = model.run(tokens[:, :-1], labels, capture=(layer,))
+    _, captured = model.forward_context(tokens[:, :-1], labels, capture=(layer,))
     prediction = model.decode_align_mlp(model.predicting_states(captured[layer], tokens.shape[1]))  # [B, N, Z]
     return F.cosine_similarity(prediction, F.embedding(tokens, codebook), dim=-1).mean().item()
 

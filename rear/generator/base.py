@@ -2,9 +2,10 @@
 
 A backbone reads the sequence [prefix, t_0 .. t_{n-1}]: `prefix_length` positions of its own (a
 class token, a learned cls vector) before the first image token; the output at position
-p >= prefix_length - 1 predicts t_{p - prefix_length + 1}. A backbone implements `run` (teacher
-forcing, with the outputs of chosen blocks) and the three cached-decoding steps `start`, `prefill`
-and `decode_step`; the losses, the input checks and the alignment heads live here, once.
+p >= prefix_length - 1 predicts t_{p - prefix_length + 1}. A backbone implements `forward_context`
+(teacher forcing, with the outputs of chosen blocks) and the three cached-decoding steps
+`setup_caches`, `prefill` and `decode_step` (gpt-fast's names); the losses, the input checks and the
+alignment heads live here, once.
 Shapes: B batch, R decoding rows, n context tokens, N tokens per image, T positions, D width,
 K codebook size, Z code dimension.
 """
@@ -46,14 +47,14 @@ class Generator(nn.Module):
         self.decode_align_mlp = projection_head(D, a.projection_dim, a.code_dim) if a.decode else None
 
     # ---------------------------------------------------------------- what a backbone implements
-    def run(
+    def forward_context(
         self, context: torch.Tensor, labels: torch.Tensor, capture: tuple[int, ...] = ()
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """context [B, n], labels [B] -> logits [B, n+1, K] of t_0 .. t_n, and the outputs
         [B, prefix_length + n, D] of the blocks in `capture`."""
         raise NotImplementedError
 
-    def start(self, labels: torch.Tensor, static: bool = False) -> Any:
+    def setup_caches(self, labels: torch.Tensor, static: bool = False) -> Any:
         """Allocate the decoding state (static KV cache) for rows with `labels` [R]; `static`: every
         shape fixed by R alone (a compiled, graph-captured decode step)."""
         raise NotImplementedError
@@ -153,7 +154,7 @@ class Generator(nn.Module):
     def logits(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Teacher-forced next-token logits [B, N, K]: row i predicts tokens[:, i]."""
         self.check_inputs(labels, tokens)
-        return self.run(tokens[:, :-1], labels)[0]
+        return self.forward_context(tokens[:, :-1], labels)[0]
 
     def predicting_states(self, captured: torch.Tensor, n: int) -> torch.Tensor:
         """Block outputs [B, T, D] at the positions whose logits predict t_0 .. t_{n-1} -> [B, n, D]."""
@@ -196,7 +197,7 @@ class Generator(nn.Module):
             raise ValueError(f"target tokens must lie in [0, {c.codebook_size - 1}], got {tokens.max().item()} "
                              f"({c.codebook_size} is the mask id: only a context may hold it)")
         layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
-        logits, captured = self.run(context, labels, capture=layers)  # [B, N+1, K]
+        logits, captured = self.forward_context(context, labels, capture=layers)  # [B, N+1, K]
         ce = F.cross_entropy(logits[:, :N].flatten(0, 1).float(), tokens.flatten())
         if not c.align.enabled:
             return {"ce": ce, "align": ce.new_zeros(()), "total": ce}

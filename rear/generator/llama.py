@@ -168,7 +168,7 @@ class LlamaGenerator(Generator):
         return self.output(self.norm(x))
 
     # ---------------------------------------------------------------- the backbone contract
-    def run(
+    def forward_context(
         self, context: torch.Tensor, labels: torch.Tensor, capture: tuple[int, ...] = ()
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """context [B, n], labels [B] -> logits [B, n+1, K] and the captured block outputs [B, n+1, D]."""
@@ -177,7 +177,7 @@ class LlamaGenerator(Generator):
         x, captured = self.trunk(x, self.rope[: ids.shape[1]], capture=capture)
         return self.head(x), captured
 
-    def start(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
+    def setup_caches(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
         """Allocate the cache for rows with `labels` [R] (every shape is fixed by R: `static` only keeps the
         cache zeroed for the masked reads of a compiled step)."""
         c, weight = self.config, self.embeddings.weight

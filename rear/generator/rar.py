@@ -220,7 +220,7 @@ class RARGenerator(Generator):
         return F.linear(F.silu(condition), weight, bias)
 
     # ---------------------------------------------------------------- the backbone contract
-    def run(
+    def forward_context(
         self, context: torch.Tensor, labels: torch.Tensor, capture: tuple[int, ...] = ()
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """context [B, n], labels [B] -> logits [B, n+1, K] and the captured block outputs [B, n+2, D]."""
@@ -228,7 +228,7 @@ class RARGenerator(Generator):
         x, captured = self.trunk(x, condition, rows, capture=capture)
         return self.head(x[:, 1:], condition[:, 1:], rows), captured  # drop cls
 
-    def start(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
+    def setup_caches(self, labels: torch.Tensor, static: bool = False) -> DecodeState:
         """Allocate the cache for rows with `labels` [R] and precompute per-call tables (one adaLN
         row per distinct label, or per row where `static` asks for shapes fixed by R alone)."""
         c = self.config

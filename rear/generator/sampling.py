@@ -1,7 +1,7 @@
 """Fast sampling on a static KV cache: prefill, decode one token, decode n (gpt-fast style).
 
 Per step only the new token is embedded and run through the blocks; the cache is written in place.
-The loop is the same for every backbone: it calls the model's `start`, `prefill` and `decode_step`
+The loop is the same for every backbone: it calls the model's `setup_caches`, `prefill` and `decode_step`
 (rear.generator.base). Shapes: B images, R rows (2B with CFG), N tokens, K codebook size.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def generate(
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        state = model.start(rows, static=compiled)
+        state = model.setup_caches(rows, static=compiled)
         logits = model.prefill(state)  # [R, K]
         decode = compiled_decode_one(labels.device.type) if compiled else decode_one
         tokens = labels.new_empty(B, N)
@@ -141,7 +141,7 @@ def generate_recompute(
     with torch.no_grad():
         for step in range(N):
             context = tokens.repeat(2, 1) if guided else tokens  # [R, step]
-            logits = model.run(context, row_labels)[0][:, -1]  # [R, K]
+            logits = model.forward_context(context, row_labels)[0][:, -1]  # [R, K]
             if guided:
                 cond, uncond = logits.float().chunk(2)
                 logits = uncond + (cond - uncond) * cfg_schedule(step, N, cfg_scale, cfg_power)

@@ -1,13 +1,6 @@
 """The web app of `rear serve`: a Starlette app, one hand-written page, server-sent events.
 
-Why Starlette and not Gradio, the usual framework of the field's demos: Gradio brings some hundred
-packages (FastAPI, pandas, matplotlib, a bundled front end ...) and a front end whose DOM changes from
-release to release, so a browser test of it pins Gradio's internals rather than ours; its progressive
-outputs also mean generator functions and queues configured its way. What the page needs is four
-routes and a stream of partial images. Starlette (the ASGI toolkit under FastAPI) with uvicorn does
-that in two small packages, its TestClient tests every route without a browser, and the page is one
-HTML file whose element ids a Selenium test can rely on. FastAPI would add request models and OpenAPI
-docs that a one-page tool does not use.
+Why Starlette and not Gradio: docs/design.md, "The sampling page".
 
 Routes: GET /  the page;  GET /api/info  classes, defaults, bounds;  POST /api/generate  start a
 generation (400 with a message on bad input, 429 while another runs);  GET /api/jobs/ID/events  the

@@ -1,7 +1,7 @@
 """AliTok (ali-vilab/alitok): 256x256 RGB <-> 273 ids (17 prefix tokens, then 16x16 grid tokens), 4096 codes x 32.
 
 Layout of the released `AliTok.pth` (the stage-2 model of `modeling/alitok.py`, a plain state dict); module
-names equal its keys, so loading is a key copy (REFERENCE.md section 11).
+names equal its keys, so loading is a key copy (docs/method.md, 11).
 - Encoder, ViT-B (768 x 12, 12 heads): [256 patch embeddings, 273 learned latent queries], each with its own
   positional table; the 273 query outputs are projected to 32 dims and take the nearest code (squared L2).
 - Decoder, ViT-L (1024 x 24, 16 heads): [32 learned class rows, 273 code vectors] plus one positional table of

@@ -87,7 +87,7 @@ class ConvVQTokenizer(VQTokenizer):
         self.quantize = Codebook(config.codebook_size, config.code_dim)
         with torch.no_grad():
             self.quantize.embedding.weight.copy_(F.normalize(self.quantize.embedding.weight, dim=1))
-        self.to(memory_format=torch.channels_last)  # oneDNN convs run 1.3-1.8x faster on CPU in NHWC
+        self.to(memory_format=torch.channels_last)  # oneDNN's CPU convs run faster in NHWC
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, C, H, W] in [0, 1] -> token ids [B, N] (raster, row-major)."""

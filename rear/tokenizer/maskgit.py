@@ -1,6 +1,6 @@
 """MaskGIT-VQGAN (ImageNet, f16, 1024 codes x 256 dims): the tokenizer of the reAR release.
 
-Layout of the public `maskgit-vqgan-imagenet-f16-256.bin` (REFERENCE.md section 6); module names
+Layout of the public `maskgit-vqgan-imagenet-f16-256.bin` (docs/method.md, 6); module names
 equal its state-dict keys, so loading is a key copy. All convs are stride 1, so TF "SAME" padding is
 the symmetric k // 2.
 """

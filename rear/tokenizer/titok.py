@@ -2,7 +2,7 @@
 
 Encoder: a ViT reads [cls, 16x16 patches, N learned latent tokens]; the N latent outputs, read in the
 release's legacy memory layout, are projected to Z = 12 dims and matched against a 4096 x 12 codebook,
-both sides L2-normalised (REFERENCE.md section 11). Decoder: a ViT reads [cls, 16x16 mask tokens, N
+both sides L2-normalised (docs/method.md, 11). Decoder: a ViT reads [cls, 16x16 mask tokens, N
 latents] and predicts 1024 logits per cell; their softmax weights the MaskGIT-VQGAN codebook, and the
 MaskGIT-VQGAN pixel decoder turns those soft latents into pixels. Module names equal the release's
 state-dict keys, so loading a released checkpoint (rear.compat.titok) is a key copy.
