@@ -22,7 +22,8 @@ import torch
 
 from rear.config import generator_preset
 from rear.generator import Generator, build_generator
-from rear.generator.sampling import compile_pays, generate, generate_recompute
+from rear.config import SampleConfig
+from rear.generator.sampling import compile_pays, generate_recompute
 
 
 def sync(device: torch.device) -> None:
@@ -132,10 +133,10 @@ def main() -> None:
         print(f"{name:<24} {args.batch / t:9.2f} images/s   {flops / t / 1e9:7.1f} GFLOP/s "
               f"({flops / t / peak:.1%} of peak)", flush=True)
 
-    cached = seconds(lambda: generate(model, labels, **kwargs), device, args.repeats)
+    cached = seconds(lambda: model.generate(labels, **kwargs), device, args.repeats)
     report("kv-cache sampler", cached)
     if args.compile:
-        compiled = seconds(lambda: generate(model, labels, compiled=True, **kwargs), device, args.repeats)
+        compiled = seconds(lambda: model.generate(labels, compiled=True, **kwargs), device, args.repeats)
         report("compiled one-token step", compiled)
         faster = compiled < cached
         default = "compiled" if compile_pays(device) else "eager"
@@ -143,7 +144,7 @@ def main() -> None:
         print(f"compiled / eager         {cached / compiled:9.2f}x: compiling {'pays' if faster else 'does not pay'} "
               f"here; `rear sample` defaults to {default} on {device.type} ({verdict})")
     if not args.skip_recompute:
-        full = seconds(lambda: generate_recompute(model, labels, **kwargs), device, max(1, args.repeats // 2))
+        full = seconds(lambda: generate_recompute(model, labels, SampleConfig(**kwargs)), device, max(1, args.repeats // 2))
         print(f"full-recompute sampler   {args.batch / full:9.2f} images/s")
         print(f"speed-up of the cache    {full / cached:9.2f}x")
 

@@ -16,7 +16,6 @@ import argparse
 import torch
 
 from bench_sampling import add_model_args, flops_per_image, machine, matmul_peak, sampling_model, seconds
-from rear.generator.sampling import generate
 
 
 def main() -> None:
@@ -49,7 +48,7 @@ def main() -> None:
 
     mode = "compiled" if args.compile else "eager"
     ours = row(f"rear (static KV cache, {mode})",
-               lambda: generate(model, labels, cfg_scale=args.cfg_scale, cfg_power=2.5, compiled=args.compile),
+               lambda: model.generate(labels, cfg_scale=args.cfg_scale, cfg_power=2.5, compiled=args.compile),
                flops_per_image(model, guided))
     if args.official:
         from peers import official_model, official_sample

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from bench_sampling import add_model_args, cpu_flags, matmul_peak, random_weights, sampling_model, seconds
 from rear.generator import build_generator
-from rear.generator.sampling import generate
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
 
     thin = random_weights(build_generator(dataclasses.replace(c, width=16))).eval()
     for name, m in (("sampler", model), ("the same at width 16", thin)):
-        t = seconds(lambda: generate(m, labels, cfg_scale=4.0, cfg_power=2.5), device, 3)
+        t = seconds(lambda: m.generate(labels, cfg_scale=4.0, cfg_power=2.5), device, 3)
         print(f"{name:<34} {t / c.num_tokens * 1e3:7.2f} ms per step")
 
     R, H, filled = 2 * args.batch, c.heads, 33

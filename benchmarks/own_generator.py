@@ -51,11 +51,8 @@ def token_ce(model: Generator, folder: Path, labels_of: str, rows: int = 600) ->
 def class_accuracy(model: Generator, tokenizer, classifier, config: TrainConfig, count: int) -> float:
     labels = torch.arange(count) % model.config.num_classes
     rng = torch.Generator().manual_seed(0)
-    s = config.sample
     with torch.no_grad():
-        tokens = torch.cat([model.generate(labels[i:i + 100], cfg_scale=s.cfg_scale, cfg_power=s.cfg_power,
-                                           temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, generator=rng)
-                            for i in range(0, count, 100)])
+        tokens = torch.cat([model.generate(labels[i:i + 100], config.sample, rng=rng) for i in range(0, count, 100)])
         images = to_uint8(tokenizer.decode(tokens).float())
     probs = classifier.embed(to_classifier_input(images, classifier))["probs"]
     return float((probs.argmax(1) == labels.numpy()).mean())

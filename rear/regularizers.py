@@ -26,7 +26,7 @@ def corrupt_context(
     ratio: float,
     codebook_size: int,
     mask_id: int | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt image tokens [B, N]: each sample draws rho ~ U(0, ratio), each position flips w.p. rho.
 
@@ -34,11 +34,11 @@ def corrupt_context(
     counts as corrupted) or `mask_id` when given ("mask"). Returns (context [B, N], corrupted [B, N]).
     """
     B, N = tokens.shape
-    rho = torch.rand(B, 1, device=tokens.device, generator=generator) * ratio  # [B, 1]
-    corrupted = torch.rand(B, N, device=tokens.device, generator=generator) < rho  # [B, N]
+    rho = torch.rand(B, 1, device=tokens.device, generator=rng) * ratio  # [B, 1]
+    corrupted = torch.rand(B, N, device=tokens.device, generator=rng) < rho  # [B, N]
     if mask_id is None:
         replacement = torch.randint(
-            0, codebook_size, (B, N), device=tokens.device, generator=generator
+            0, codebook_size, (B, N), device=tokens.device, generator=rng
         )
     else:
         replacement = torch.full_like(tokens, mask_id)

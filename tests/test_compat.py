@@ -115,7 +115,7 @@ def test_checkpoint_round_trip(tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     labels = torch.tensor([0, 1])
-    draw = lambda m: m.generate(labels, cfg_scale=2.0, cfg_power=1.0, generator=torch.Generator().manual_seed(0))
+    draw = lambda m: m.generate(labels, cfg_scale=2.0, cfg_power=1.0, rng=torch.Generator().manual_seed(0))
     assert torch.equal(draw(model), draw(loaded))
 
 

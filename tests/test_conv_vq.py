@@ -73,7 +73,7 @@ def test_dead_codes_restart_on_encoder_outputs():
     g = torch.Generator().manual_seed(0)
     latents = torch.nn.functional.normalize(torch.randn(64, 3, generator=g).abs() + 1, dim=1)  # [M, Z]
     codebook = torch.nn.functional.normalize(torch.cat([latents[:4], -latents[:4]]), dim=1)  # [K=8, Z]
-    ema = CodebookEMA(codebook, decay=0.5, dead_fraction=0.5, generator=g)
+    ema = CodebookEMA(codebook, decay=0.5, dead_fraction=0.5, rng=g)
     ema.counts.fill_(8.0)
     ema.sums.copy_(codebook * 8.0)
     nearest = lambda: torch.cdist(latents, codebook).argmin(1)  # noqa: E731

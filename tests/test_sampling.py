@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import random_generator
+from rear.config import SampleConfig
 from rear.generator.sampling import (
     cfg_schedule,
     decode_one,
-    generate,
     filter_logits,
     generate_recompute,
 )
@@ -73,28 +73,28 @@ def test_cache_masks_a_block_of_new_positions_after_the_start():
 def test_cached_sampler_equals_recompute_sampler(model, cfg_scale):
     labels = torch.tensor([0, 1, 2, 3, 4, 5])
     kwargs = dict(cfg_scale=cfg_scale, cfg_power=2.5, temperature=1.3, top_p=0.9)
-    a = model.generate(labels, generator=torch.Generator().manual_seed(3), **kwargs)
-    b = generate_recompute(model, labels, generator=torch.Generator().manual_seed(3), **kwargs)
+    a = model.generate(labels, rng=torch.Generator().manual_seed(3), **kwargs)
+    b = generate_recompute(model, labels, SampleConfig(**kwargs), rng=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
 def test_seeded_determinism(model):
     labels = torch.tensor([0, 1, 2, 3])
-    draw = lambda seed: model.generate(labels, cfg_scale=3.0, cfg_power=1.0, generator=torch.Generator().manual_seed(seed))
+    draw = lambda seed: model.generate(labels, cfg_scale=3.0, cfg_power=1.0, rng=torch.Generator().manual_seed(seed))
     assert torch.equal(draw(7), draw(7))
     assert not torch.equal(draw(7), draw(8))
 
 
 def test_top_k_1_is_greedy(model):
     labels = torch.tensor([0, 3])
-    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=1, generator=torch.Generator().manual_seed(0))
+    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=1, rng=torch.Generator().manual_seed(0))
     assert torch.equal(model.logits(tokens, labels).argmax(-1), tokens)
 
 
 def test_cfg_scale_1_is_conditional_sampling(model):
     """cfg_scale=1 samples from the conditional logits alone, step by step."""
     labels, seed = torch.tensor([2, 4, 1]), 11
-    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=2.0, generator=torch.Generator().manual_seed(seed))
+    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=2.0, rng=torch.Generator().manual_seed(seed))
     rng = torch.Generator().manual_seed(seed)
     expected = torch.zeros_like(tokens)
     for i in range(16):
@@ -130,11 +130,11 @@ def test_filter_logits_top_k_and_top_p():
 
 def test_top_k_really_restricts_samples(model):
     labels = torch.zeros(64, dtype=torch.long)
-    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=2, generator=torch.Generator().manual_seed(0))
+    tokens = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, top_k=2, rng=torch.Generator().manual_seed(0))
     first_logits = model.logits(tokens, labels)[:, 0]
     allowed = first_logits.topk(2, -1).indices
     assert (tokens[:, 0:1] == allowed).any(-1).all()
-    free = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, generator=torch.Generator().manual_seed(0))
+    free = model.generate(labels, cfg_scale=1.0, cfg_power=1.0, rng=torch.Generator().manual_seed(0))
     assert free[:, 0].unique().numel() > 2
 
 
@@ -154,15 +154,30 @@ def test_generate_restores_training_mode():
 def test_compiled_decode_step_matches_eager(model):
     """The compiled step (fullgraph, static shapes, as on GPUs) samples the same tokens as eager."""
     labels = torch.tensor([0, 1, 2, 3])
-    a = generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1, compiled=True)
-    assert torch.equal(a, generate(model, labels, cfg_scale=3.0, cfg_power=1.0, top_k=1))
+    a = model.generate(labels, cfg_scale=3.0, cfg_power=1.0, top_k=1, compiled=True)
+    assert torch.equal(a, model.generate(labels, cfg_scale=3.0, cfg_power=1.0, top_k=1))
 
 
 def test_on_token_sees_every_prefix_of_the_final_sample(model):
     labels, seen = torch.tensor([0, 3]), []
-    tokens = generate(model, labels, cfg_scale=2.0, cfg_power=1.0, generator=torch.Generator().manual_seed(1),
-                      on_token=lambda n, prefix: seen.append((n, prefix.clone())))
+    tokens = model.generate(labels, cfg_scale=2.0, cfg_power=1.0, rng=torch.Generator().manual_seed(1),
+                            on_token=lambda n, prefix: seen.append((n, prefix.clone())))
     assert [n for n, _ in seen] == list(range(1, 17))
     assert all(torch.equal(prefix, tokens[:, :n]) for n, prefix in seen)
-    again = generate(model, labels, cfg_scale=2.0, cfg_power=1.0, generator=torch.Generator().manual_seed(1))
+    again = model.generate(labels, cfg_scale=2.0, cfg_power=1.0, rng=torch.Generator().manual_seed(1))
     assert torch.equal(tokens, again)  # watching does not change the draw
+
+
+def test_generate_takes_the_saved_settings_then_the_keywords(model, tmp_path):
+    """One front door: no SampleConfig means the checkpoint's generation_config.json (else the defaults);
+    a keyword replaces one field; an unknown keyword is named."""
+    from rear import Generator
+
+    model.save_pretrained(tmp_path / "g", SampleConfig(cfg_scale=1.0, cfg_power=1.0, top_k=1))
+    loaded = Generator.from_pretrained(tmp_path / "g")
+    labels = torch.tensor([0, 1])
+    greedy = model.generate(labels, SampleConfig(cfg_scale=1.0, cfg_power=1.0, top_k=1))
+    assert torch.equal(loaded.generate(labels), greedy)
+    assert torch.equal(loaded.generate(labels, cfg_scale=3.0), model.generate(labels, SampleConfig(3.0, 1.0, top_k=1)))
+    with pytest.raises(TypeError, match="no setting \\['cfg'\\]"):
+        loaded.generate(labels, cfg=3.0)

@@ -36,7 +36,7 @@ def test_noise_schedule_values():
 @pytest.mark.parametrize("ratio", [1.0, 0.5, 0.0])
 def test_corrupted_fraction_is_half_the_bound(ratio):
     tokens = torch.randint(0, 64, (4000, 64))
-    context, corrupted = corrupt_context(tokens, ratio, 64, generator=torch.Generator().manual_seed(0))
+    context, corrupted = corrupt_context(tokens, ratio, 64, rng=torch.Generator().manual_seed(0))
     assert abs(corrupted.float().mean().item() - ratio / 2) < 0.01
     assert torch.equal(context[~corrupted], tokens[~corrupted])
     # switch mode draws uniform codes: about 1/64 of them equal the original and still count
@@ -49,7 +49,7 @@ def test_corrupted_fraction_is_half_the_bound(ratio):
 
 def test_mask_mode_writes_the_mask_id():
     tokens = torch.randint(0, 16, (200, 32))
-    context, corrupted = corrupt_context(tokens, 1.0, 16, mask_id=16, generator=torch.Generator().manual_seed(0))
+    context, corrupted = corrupt_context(tokens, 1.0, 16, mask_id=16, rng=torch.Generator().manual_seed(0))
     assert corrupted.any() and (context[corrupted] == 16).all() and (context[~corrupted] < 16).all()
 
 

@@ -58,12 +58,12 @@ class Classifier(nn.Module):
         return embed_batches(extract, images, batch_size, next(self.parameters()).device)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and shifts of up to 2 pixels."""
-    flip = torch.rand(len(images), generator=generator) < 0.5
+    flip = torch.rand(len(images), generator=rng) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     padded = F.pad(images, (2, 2, 2, 2))
-    dy, dx = torch.randint(0, 5, (2,), generator=generator).tolist()
+    dy, dx = torch.randint(0, 5, (2,), generator=rng).tolist()
     return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
 
 

@@ -23,9 +23,7 @@ from rear.tokenizer.base import VQTokenizer
 def retokenization_consistency(model: Generator, tokenizer: VQTokenizer, labels: torch.Tensor,
                                sample: SampleConfig, seed: int = 0) -> float:
     """Fraction of sampled tokens that survive decode -> encode."""
-    tokens = model.generate(labels, cfg_scale=sample.cfg_scale, cfg_power=sample.cfg_power,
-                            temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
-                            generator=torch.Generator(labels.device).manual_seed(seed))
+    tokens = model.generate(labels, sample, rng=torch.Generator(labels.device).manual_seed(seed))
     return (tokenizer.encode(tokenizer.decode(tokens)) == tokens).float().mean().item()
 
 
@@ -35,7 +33,7 @@ def token_accuracy(model: Generator, tokens: torch.Tensor, labels: torch.Tensor,
     """Top-1 next-token accuracy on clean targets, the context corrupted with bound `noise` (switch)."""
     model.eval()
     context, _ = corrupt_context(tokens, noise, model.config.codebook_size,
-                                 generator=torch.Generator().manual_seed(seed))
+                                 rng=torch.Generator().manual_seed(seed))
     return (model.logits(context, labels).argmax(-1) == tokens).float().mean().item()
 
 

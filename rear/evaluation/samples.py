@@ -86,10 +86,8 @@ def write_samples(
     for b in bar(todo, enabled=progress and world.main, desc="sample", unit="batch"):
         indices = torch.arange(b * batch_size, min((b + 1) * batch_size, num_samples))
         labels = (indices % C).to(world.device)
-        generator = torch.Generator(world.device).manual_seed(seed * 1_000_003 + b)
-        tokens = model.generate(labels, cfg_scale=sample.cfg_scale, cfg_power=sample.cfg_power,
-                                temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p,
-                                generator=generator, compiled=compiled)
+        rng = torch.Generator(world.device).manual_seed(seed * 1_000_003 + b)
+        tokens = model.generate(labels, sample, rng=rng, compiled=compiled)
         for i, image in zip(indices.tolist(), to_uint8(tokenizer.decode(tokens).float())):
             tmp = png_path(out, i).with_suffix(".tmp.png")
             Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp)

@@ -11,8 +11,9 @@ K codebook size, Z code dimension.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -231,18 +232,30 @@ class Generator(nn.Module):
     def generate(
         self,
         labels: torch.Tensor,
+        sample: SampleConfig | None = None,
         *,
-        cfg_scale: float,
-        cfg_power: float,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
         compiled: bool = False,
+        on_token: Callable[[int, torch.Tensor], None] | None = None,
+        **settings: Any,
     ) -> torch.Tensor:
-        """Sample token grids [B, N] for `labels` [B] with the power-cosine CFG schedule; `compiled`
-        runs the one-token step through torch.compile (rear.generator.sampling.compile_pays)."""
+        """Sample token grids [B, N] for `labels` [B] with the power-cosine CFG schedule: the one way to
+        sample (rear sample, reproduce, diagnose, serve, the study and the trainer's grids call it).
+
+        `sample`: the settings; None takes those the checkpoint was saved with (generation_config.json),
+        else SampleConfig's defaults; a keyword (cfg_scale=4.0, top_k=...) replaces one field of them.
+        `rng` draws the tokens; `compiled` runs the one-token step through torch.compile
+        (rear.generator.sampling.compile_pays); `on_token(n, tokens [B, n])` sees each step's tokens.
+        """
         from rear.generator.sampling import generate
 
-        return generate(self, labels, cfg_scale=cfg_scale, cfg_power=cfg_power, temperature=temperature,
-                        top_k=top_k, top_p=top_p, generator=generator, compiled=compiled)
+        if sample is None:
+            saved = self.generation.sample if self.generation is not None else None
+            sample = saved if saved is not None else SampleConfig()
+        if settings:
+            known = {f.name for f in dataclasses.fields(SampleConfig)}
+            if set(settings) - known:
+                raise TypeError(f"generate() has no setting {sorted(set(settings) - known)}; the settings are "
+                                f"SampleConfig's: {', '.join(sorted(known))}")
+            sample = dataclasses.replace(sample, **settings)
+        return generate(self, labels, sample, rng=rng, compiled=compiled, on_token=on_token)

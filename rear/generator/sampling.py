@@ -43,11 +43,11 @@ def sample_tokens(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Draw one token per row from logits [B, K] -> [B]."""
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(probs, 1, generator=rng)[:, 0]
 
 
 def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
@@ -74,24 +74,23 @@ def compile_pays(device: torch.device | str) -> bool:
 def generate(
     model: Generator,
     labels: torch.Tensor,
+    sample: SampleConfig,
     *,
-    cfg_scale: float,
-    cfg_power: float,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     compiled: bool = False,
     on_token: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> torch.Tensor:
-    """Sample [B, N] tokens for `labels` [B]; cfg_scale 1 samples conditionally on one batch.
+    """Sample [B, N] tokens for `labels` [B] with the settings `sample`; cfg_scale 1 samples
+    conditionally on one batch. Called through `Generator.generate`, the one front door.
 
     `compiled` runs the one-token step through `compiled_decode_one` (static shapes: the whole cache
     under a mask); eager steps read only the filled prefix. Both draw the same tokens.
     `on_token(n, tokens)` is called after each step with the n tokens drawn so far ([B, n], a view):
     a viewer can decode the partial raster while the rest is sampled.
     """
-    SampleConfig(cfg_scale, cfg_power, temperature, top_k, top_p).validate()  # the one check of every path
+    sample.validate()  # the one check of every path
+    cfg_scale, cfg_power, temperature, top_k, top_p = (sample.cfg_scale, sample.cfg_power, sample.temperature,
+                                                       sample.top_k, sample.top_p)
     model.check_inputs(labels)
     B, N = labels.shape[0], model.config.num_tokens
     guided = cfg_scale != 1
@@ -108,7 +107,7 @@ def generate(
                 cond, uncond = logits.float().chunk(2)
                 scale = cfg_schedule(step, N, cfg_scale, cfg_power)
                 logits = uncond + (cond - uncond) * scale  # [B, K]
-            tokens[:, step] = sample_tokens(logits, temperature, top_k, top_p, generator)
+            tokens[:, step] = sample_tokens(logits, temperature, top_k, top_p, rng)
             if on_token is not None:
                 on_token(step + 1, tokens[:, : step + 1])
             if step < N - 1:
@@ -120,17 +119,12 @@ def generate(
 
 
 def generate_recompute(
-    model: Generator,
-    labels: torch.Tensor,
-    *,
-    cfg_scale: float,
-    cfg_power: float,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    model: Generator, labels: torch.Tensor, sample: SampleConfig, *, rng: torch.Generator | None = None
 ) -> torch.Tensor:
     """Reference sampler without a cache: re-runs the whole prefix at every step (slow, simple)."""
+    sample.validate()
+    cfg_scale, cfg_power, temperature, top_k, top_p = (sample.cfg_scale, sample.cfg_power, sample.temperature,
+                                                       sample.top_k, sample.top_p)
     model.check_inputs(labels)
     B, N = labels.shape[0], model.config.num_tokens
     guided = cfg_scale != 1
@@ -145,7 +139,7 @@ def generate_recompute(
             if guided:
                 cond, uncond = logits.float().chunk(2)
                 logits = uncond + (cond - uncond) * cfg_schedule(step, N, cfg_scale, cfg_power)
-            sampled = sample_tokens(logits, temperature, top_k, top_p, generator)
+            sampled = sample_tokens(logits, temperature, top_k, top_p, rng)
             tokens = torch.cat([tokens, sampled[:, None]], dim=1)
     model.train(was_training)
     return tokens

@@ -23,7 +23,6 @@ import torch
 from rear.checkpoint import Generation, load_generator, read_generation
 from rear.config import SampleConfig, ServeConfig, check_ranges
 from rear.generator import Generator
-from rear.generator.sampling import generate
 from rear.images import tile
 from rear.tokenizer.base import VQTokenizer
 
@@ -290,10 +289,8 @@ class Studio:
 
         try:
             device = next(self.model.parameters()).device
-            s = request.sample
-            tokens = generate(self.model, torch.tensor(request.labels, device=device), cfg_scale=s.cfg_scale,
-                              cfg_power=s.cfg_power, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                              generator=torch.Generator(device).manual_seed(request.seed), on_token=on_token)
+            tokens = self.model.generate(torch.tensor(request.labels, device=device), request.sample,
+                                         rng=torch.Generator(device).manual_seed(request.seed), on_token=on_token)
             images = self.tokenizer.decode(tokens)  # [B, C, H, W]
             job.png = grid_png(images, columns, job.text)
             job.events.append({"tokens": job.num_tokens, "of": job.num_tokens, "image": data_url(job.png),

@@ -62,14 +62,14 @@ def flat_latents(latents: torch.Tensor) -> torch.Tensor:
 class CodebookEMA:
     """Online k-means on the unit sphere that writes the codebook in place and restarts dead codes."""
 
-    def __init__(self, codebook: torch.Tensor, decay: float, dead_fraction: float, generator: torch.Generator) -> None:
-        self.codebook, self.decay, self.dead_fraction, self.generator = codebook, decay, dead_fraction, generator
+    def __init__(self, codebook: torch.Tensor, decay: float, dead_fraction: float, rng: torch.Generator) -> None:
+        self.codebook, self.decay, self.dead_fraction, self.rng = codebook, decay, dead_fraction, rng
         self.counts = torch.zeros(codebook.shape[0])  # [K] EMA of assignments per batch
         self.sums = torch.zeros(codebook.shape)  # [K, Z] EMA of assigned latents
 
     def _restart(self, codes: torch.Tensor, latents: torch.Tensor) -> None:
         """Put `codes` [n] on random rows of latents [M, Z], each counted as an average code."""
-        picks = torch.randint(len(latents), (len(codes),), generator=self.generator)  # [n]
+        picks = torch.randint(len(latents), (len(codes),), generator=self.rng)  # [n]
         self.counts[codes] = len(latents) / len(self.counts)
         self.sums[codes] = latents[picks] * self.counts[codes, None]
 
@@ -109,25 +109,25 @@ def vq_loss(
     return mse + commitment * F.mse_loss(latents, codes), mse, latents, ids
 
 
-def shuffled_batches(num_items: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def shuffled_batches(num_items: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless index batches [batch_size], a fresh permutation each epoch (remainders dropped)."""
     if not 0 < batch_size <= num_items:
         raise ValueError(f"batch_size {batch_size} must lie in [1, {num_items}], the number of training images")
     while True:
-        order = torch.randperm(num_items, generator=generator)
+        order = torch.randperm(num_items, generator=rng)
         yield from order[: num_items - num_items % batch_size].split(batch_size)
 
 
 def fit(config: TokenizerTrainConfig, images: torch.Tensor, progress: bool = True) -> tuple[ConvVQTokenizer, dict]:
     """Train a fresh tokenizer on images [n, C, H, W] in [0, 1]; returns it and training stats."""
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    rng = torch.Generator().manual_seed(config.seed)
     tokenizer = ConvVQTokenizer(config.model).train()
     tokenizer.check_images(images[:1])
     codebook = tokenizer.quantize.embedding.weight.requires_grad_(False)
     optimizer = make_optimizer(tokenizer, config.optim)
-    ema = CodebookEMA(codebook, config.codebook_decay, config.dead_fraction, generator)
-    batches = shuffled_batches(len(images), config.batch_size, generator)
+    ema = CodebookEMA(codebook, config.codebook_decay, config.dead_fraction, rng)
+    batches = shuffled_batches(len(images), config.batch_size, rng)
     restarts, smoothed = 0, None
     bar = progress_bar(range(config.steps), enabled=progress, unit="step", desc="tokenizer")
     for step in bar:

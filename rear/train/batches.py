@@ -47,6 +47,6 @@ def regularize(
     g = torch.Generator().manual_seed(seed * 100_003 + step + 7)
     ratio = noise_ratio(step, noise.anneal_start, noise.anneal_end) if noise.enabled else 0.0
     mask_id = codebook_size if noise.corruption is Corruption.MASK else None
-    context, corrupted = corrupt_context(tokens, ratio, codebook_size, mask_id, generator=g)
+    context, corrupted = corrupt_context(tokens, ratio, codebook_size, mask_id, rng=g)
     dropped = torch.rand(labels.shape, generator=g) < label_dropout
     return context, corrupted, torch.where(dropped, torch.full_like(labels, null_label), labels), ratio

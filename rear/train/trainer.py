@@ -161,10 +161,7 @@ def sample_grid(model: Generator, tokenizer, config: TrainConfig, path: Path) ->
     """A class-by-class grid: one row per class, fixed seed so grids compare across steps."""
     classes = min(config.sample_classes, model.config.num_classes)
     labels = torch.arange(classes, device=next(model.parameters()).device).repeat_interleave(config.samples_per_class)
-    s = config.sample
-    tokens = model.generate(labels, cfg_scale=s.cfg_scale, cfg_power=s.cfg_power, temperature=s.temperature,
-                            top_k=s.top_k, top_p=s.top_p,
-                            generator=torch.Generator(labels.device).manual_seed(config.seed))
+    tokens = model.generate(labels, config.sample, rng=torch.Generator(labels.device).manual_seed(config.seed))
     return save_grid(tokenizer.decode(tokens).float().cpu(), path, columns=config.samples_per_class)
 
 
