@@ -4,12 +4,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import rear
-
 
 def git_commit() -> str:
     """The commit of the rear checkout (with '+dirty' for uncommitted tracked changes), or 'unknown'."""
-    root = Path(rear.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]  # the checkout holding the rear package
     try:
         run = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,  # noqa: E731
                                            check=True, timeout=10).stdout.strip()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rear.errors import first_line
@@ -135,3 +136,51 @@ def read_torch_file(path: str | Path) -> Any:
     except Exception as error:  # truncated zip, foreign pickle, code objects refused by weights_only
         raise ValueError(f"{path} cannot be read as tensors without running pickled code "
                          f"({first_line(error)}); it may be truncated or not a weights file") from None
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a plain state dict (read with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        return read_tensors(path)
+    state = read_torch_file(path)  # pickles of arbitrary objects are refused on purpose
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    return state
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP / torch.compile wrapper prefixes from every key."""
+    cleaned = {}
+    for name, tensor in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            name = name.removeprefix(prefix)
+        cleaned[name] = tensor
+    return cleaned
+
+
+def weights_file(path: Path) -> Path:
+    """`path` itself, or the model.safetensors inside it where it is a folder."""
+    return path / WEIGHTS if path.is_dir() else path
+
+
+def tensor_names(path: Path) -> set[str]:
+    """The tensor names of a .safetensors or torch file, reading only its header or pickled index."""
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(path, "pt") as file:
+                return set(file.keys())
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        for wrapper in ("state_dict", "model_state"):  # training checkpoints wrap the weights
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+        return {name.removeprefix("module.") for name in state}
+    except Exception:  # unreadable, or a torch file too old to map: read_state_dict names the problem
+        return set(read_state_dict(path))

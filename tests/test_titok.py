@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rear.compat.titok import SIGNATURE, config_from_json, config_from_state, load_titok, tensor_names, weights_file
+from rear.compat.titok import SIGNATURE, config_from_json, config_from_state, load_titok
+from rear.weights import tensor_names, weights_file
 from rear.tokenizer.titok import VIT_SIZES, TiTok, TiTokConfig, ViTSize
 from rear.weights import load_state
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rear.compat.official import read_state_dict, strip_prefixes
+from rear.weights import read_state_dict, strip_prefixes
 from rear.tokenizer.alitok import AliTok, AliTokConfig, TransformerSize
 from rear.weights import check_tensor
 

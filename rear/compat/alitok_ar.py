@@ -49,7 +49,7 @@ def config_from_alitok(state: dict[str, torch.Tensor], name: str = "checkpoint")
 
 def load_alitok_generator(path: str | Path) -> Generator:
     """A Llama-backbone Generator holding the weights of an AliTok AR checkpoint (.bin / .pth / .safetensors)."""
-    from rear.compat.official import read_state_dict, strip_prefixes
+    from rear.weights import read_state_dict, strip_prefixes
 
     state = strip_prefixes(read_state_dict(path))
     model = build_generator(config_from_alitok(state, str(path)))

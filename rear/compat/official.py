@@ -12,34 +12,8 @@ from omegaconf import OmegaConf
 
 from rear.config import AlignConfig, GeneratorConfig, SampleConfig
 from rear.generator import Generator, build_generator
-from rear.weights import load_state, read_tensors, read_torch_file
+from rear.weights import load_state, read_state_dict, strip_prefixes
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` file or a plain state dict (read with weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    if path.suffix == ".safetensors":
-        return read_tensors(path)
-    state = read_torch_file(path)  # pickles of arbitrary objects are refused on purpose
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict")
-    return state
-
-
-def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop DDP / torch.compile wrapper prefixes from every key."""
-    cleaned = {}
-    for name, tensor in state.items():
-        for prefix in _WRAPPER_PREFIXES:
-            name = name.removeprefix(prefix)
-        cleaned[name] = tensor
-    return cleaned
 
 
 def config_from_official(config_yaml: str | Path, state: dict[str, torch.Tensor]) -> GeneratorConfig:

@@ -11,11 +11,9 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from rear.compat.official import read_state_dict
 from rear.tokenizer.titok import VIT_SIZES, TiTok, TiTokConfig, ViTSize
-from rear.weights import CONFIG, WEIGHTS, load_state
+from rear.weights import CONFIG, load_state, read_state_dict, weights_file
 
 SIGNATURE = ("latent_tokens", "pixel_decoder.conv_in.weight")  # keys every legacy TiTok holds
 LOOKALIKES = (  # (a key that kind of file holds, what the file then looks like), first match wins
@@ -27,25 +25,6 @@ LOOKALIKES = (  # (a key that kind of file holds, what the file then looks like)
 )
 SHAPE_KEYS = ("encoder.positional_embedding", "decoder.positional_embedding", "encoder.patch_embed.weight",
               "quantize.embedding.weight")  # what config_from_state reads, besides latent_tokens
-
-
-def weights_file(path: Path) -> Path:
-    return path / WEIGHTS if path.is_dir() else path
-
-
-def tensor_names(path: Path) -> set[str]:
-    """The tensor names of a .safetensors or torch file, reading only its header or pickled index."""
-    try:
-        if path.suffix == ".safetensors":
-            with safe_open(path, "pt") as file:
-                return set(file.keys())
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        for wrapper in ("state_dict", "model_state"):  # training checkpoints wrap the weights
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-        return {name.removeprefix("module.") for name in state}
-    except Exception:  # unreadable, or a torch file too old to map: read_state_dict names the problem
-        return set(read_state_dict(path))
 
 
 def check_titok_state(state: dict[str, torch.Tensor], source: Path) -> None:
@@ -78,16 +57,6 @@ def config_from_json(path: Path) -> TiTokConfig:
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a TiTok config.json (model.vq_model, dataset.preprocessing): "
                          f"missing {error}") from None
-
-
-def release_config(config: TiTokConfig) -> dict:
-    """The release's config.json for `config` (what config_from_json reads back; save_pretrained writes it)."""
-    name = {size: name for name, size in VIT_SIZES.items()}
-    vq = {"is_legacy": True, "finetune_decoder": True, "quantize_mode": "vq", "use_l2_norm": True,
-          "vit_enc_model_size": name[config.encoder], "vit_dec_model_size": name[config.decoder],
-          "vit_enc_patch_size": config.patch_size, "vit_dec_patch_size": config.patch_size,
-          "num_latent_tokens": config.num_tokens, "codebook_size": config.codebook_size, "token_size": config.code_dim}
-    return {"model": {"vq_model": vq}, "dataset": {"preprocessing": {"crop_size": config.image_size}}}
 
 
 def config_from_state(state: dict[str, torch.Tensor], source: Path) -> TiTokConfig:

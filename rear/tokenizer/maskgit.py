@@ -118,7 +118,7 @@ class MaskGITVQGAN(VQTokenizer):
 
 def load_maskgit_vqgan(path: str | Path, device: str | torch.device = "cpu") -> MaskGITVQGAN:
     """Load `maskgit-vqgan-imagenet-f16-256.bin` (a plain state dict, read with weights_only=True)."""
-    from rear.compat.official import read_state_dict
+    from rear.weights import read_state_dict
 
     state = read_state_dict(path)
     model = MaskGITVQGAN()

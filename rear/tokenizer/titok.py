@@ -132,6 +132,16 @@ class Decoder(ViT):
         return self.ffn(x.transpose(1, 2).reshape(B, D, G, G))  # [B, 1024, G, G]
 
 
+def release_config(config: TiTokConfig) -> dict:
+    """The release's config.json for `config` (what config_from_json reads back; save_pretrained writes it)."""
+    name = {size: name for name, size in VIT_SIZES.items()}
+    vq = {"is_legacy": True, "finetune_decoder": True, "quantize_mode": "vq", "use_l2_norm": True,
+          "vit_enc_model_size": name[config.encoder], "vit_dec_model_size": name[config.decoder],
+          "vit_enc_patch_size": config.patch_size, "vit_dec_patch_size": config.patch_size,
+          "num_latent_tokens": config.num_tokens, "codebook_size": config.codebook_size, "token_size": config.code_dim}
+    return {"model": {"vq_model": vq}, "dataset": {"preprocessing": {"crop_size": config.image_size}}}
+
+
 class TiTok(VQTokenizer):
     """Legacy TiTok: RGB images <-> N ids in a 1D grid (1, N); `embed` gives the unit-length code rows."""
 
@@ -151,8 +161,6 @@ class TiTok(VQTokenizer):
     def config_files(self) -> dict[str, str]:
         """The release's config.json: a saved folder reads back as the release's own would."""
         import json
-
-        from rear.compat.titok import release_config
 
         return {"config.json": json.dumps(release_config(self.config), indent=2)}
 
