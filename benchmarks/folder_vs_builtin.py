@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from rear.data.fashion_mnist import CLASSES, load_fashion_mnist, to_tensor
-from rear.data.store import open_source, read_all
+from rear.data.sources import open_source, read_all
 from rear.evaluation.classifier import load_classifier
 from rear.evaluation.evaluate import to_classifier_input
 from rear.images import to_uint8

@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import PatchTokenizer  # noqa: E402
-from rear.data.store import Source, pretokenize  # noqa: E402
+from rear.data.sources import Source  # noqa: E402
+from rear.data.store import pretokenize  # noqa: E402
 
 OVERRIDES = ["generator.codebook_size=16", "generator.num_classes=3", "generator.num_tokens=4", "generator.width=128",
              "generator.depth=4", "generator.heads=4", "generator.extra_position_rows=2", "generator.extra_step_rows=2",

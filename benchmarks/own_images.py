@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_docs_commands import own_images_block, rear_argv  # noqa: E402
 from rear.cli import main as rear  # noqa: E402
 from rear.config import ClassifierConfig  # noqa: E402
-from rear.data.store import open_source, read_all  # noqa: E402
+from rear.data.sources import open_source, read_all  # noqa: E402
 from rear.evaluation.classifier import train_classifier  # noqa: E402
 from rear.evaluation.evaluate import load_images, to_classifier_input  # noqa: E402
 

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import random_generator, tiny_conv_vq  # noqa: E402
 from rear.cli import main as rear  # noqa: E402
 from rear.config import ClassifierConfig, SampleConfig  # noqa: E402
-from rear.data.store import Source, pretokenize  # noqa: E402
+from rear.data.sources import Source  # noqa: E402
+from rear.data.store import pretokenize  # noqa: E402
 from rear.evaluation.classifier import train_classifier  # noqa: E402
 
 CLEANUP = contextlib.ExitStack()  # what a case holds while it runs (a lock), released after it

@@ -25,9 +25,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from rear.config import TokenizerTrainConfig, chosen_keys, merge
     from rear.data.folder import infer_channels
-    from rear.data.store import parse_source, split_parts
+    from rear.data.sources import parse_source, split_parts
     from rear.evaluation.classifier import load_classifier
-    from rear.tokenizer.train import source_images, train_tokenizer
+    from rear.train.tokenizer import source_images, train_tokenizer
 
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
     config.threads = threads.use("tokenizer train", args.threads, config.threads)
@@ -46,7 +46,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     if classifier is not None:
         from rear.evaluation.ceiling import report_ceiling, source_ceiling
         from rear.tokenizer.load import load_tokenizer
-        from rear.tokenizer.train import record_metrics
+        from rear.train.tokenizer import record_metrics
 
         ceiling = source_ceiling(load_tokenizer(config.out), classifier, split_parts(args.source)[1], config.data_dir)
         record_metrics(config.out, {"ceiling": ceiling})
@@ -98,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_pretokenize(args: argparse.Namespace) -> None:
-    from rear.data.store import open_source, pretokenize
+    from rear.data.sources import open_source
+    from rear.data.store import pretokenize
     from rear.tokenizer.load import load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -263,7 +264,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def _reference_images(spec: str, size: int, data_dir: str | None):
     """uint8 [n, S, S, 3] images of a source (fashion-mnist:test, FOLDER:heldout, ...) at size S,
     or as they are of a plain folder of images or an .npz."""
-    from rear.data.store import open_source, parse_source, read_all
+    from rear.data.sources import open_source, parse_source, read_all
     from rear.evaluation.evaluate import load_images
     from rear.images import to_uint8
 
@@ -281,7 +282,7 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.config import ClassifierConfig, chosen_keys, merge
     from rear.data.folder import infer_channels
-    from rear.data.store import open_source, parse_source, read_all, split_parts
+    from rear.data.sources import open_source, parse_source, read_all, split_parts
     from rear.evaluation.classifier import train_classifier
 
     _refuse_existing(args.out, args.overwrite)
@@ -338,7 +339,7 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
         if "image_size" in reference and int(reference["image_size"]) != images.shape[1]:
             raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
     elif args.tokenizer:  # one read of the labelled reference, in the tokenizer's channels, for both
-        from rear.data.store import open_source, read_all
+        from rear.data.sources import open_source, read_all
         from rear.images import to_uint8
         from rear.tokenizer.load import load_tokenizer
 
@@ -374,7 +375,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     import numpy as np
 
     from rear.checkpoint import load_generator
-    from rear.data.store import TokenStore, open_source, read_all, source_spec
+    from rear.data.sources import open_source, read_all, source_spec
+    from rear.data.store import TokenStore
     from rear.evaluation import diagnose as d
     from rear.tokenizer.load import load_tokenizer, read_codebook
 

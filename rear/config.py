@@ -370,7 +370,7 @@ def to_dict(config: Any) -> dict:
     )
 
 
-# --- Conv VQ tokenizer (rear/tokenizer/conv_vq.py) and its training (rear/tokenizer/train.py) ---
+# --- Conv VQ tokenizer (rear/tokenizer/conv_vq.py) and its training (rear/train/tokenizer.py) ---
 
 
 @dataclass

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from rear.config import TokenizerTrainConfig, TrainConfig, merge
-from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
+from rear.data.sources import fashion_mnist_source
+from rear.data.store import TokenStore, pretokenize
 from rear.tokenizer.load import load_tokenizer
 from rear.train.trainer import CHECKPOINT, SAMPLES, train
 
@@ -28,7 +29,7 @@ def run_demo(tokenizer_config: str, generator_config: str, root: Path, data_dir:
     if (tokenizer_dir / "model.safetensors").is_file():
         print(f"reusing the tokenizer in {tokenizer_dir}")
     else:
-        from rear.tokenizer.train import fashion_mnist_images, train_tokenizer
+        from rear.train.tokenizer import fashion_mnist_images, train_tokenizer
 
         config = merge(TokenizerTrainConfig, tokenizer_config, {"out": str(tokenizer_dir), "data_dir": data_dir})
         metrics = train_tokenizer(config, *fashion_mnist_images(data_dir))

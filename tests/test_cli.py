@@ -76,7 +76,8 @@ def test_preview_shows_each_view_of_the_same_items(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from conftest import PatchTokenizer
-    from rear.data.store import Source, pretokenize
+    from rear.data.sources import Source
+    from rear.data.store import pretokenize
 
     tokenizer = PatchTokenizer()
     (tmp_path / "tok").mkdir()

@@ -6,7 +6,7 @@ import torch
 
 from rear.config import ConvVQConfig, TokenizerTrainConfig
 from rear.tokenizer.conv_vq import ConvVQTokenizer, load_conv_vq
-from rear.tokenizer.train import (
+from rear.train.tokenizer import (
     CodebookEMA,
     evaluate_tokenizer,
     fit,
@@ -154,7 +154,7 @@ def test_evaluate_reports_psnr_of_each_image_and_of_the_mean():
 def test_source_images_from_a_folder_hold_out_a_tenth(tmp_path):
     from PIL import Image
 
-    from rear.tokenizer.train import source_images
+    from rear.train.tokenizer import source_images
 
     for name in ("cats", "dogs"):
         (tmp_path / name).mkdir()

@@ -11,7 +11,8 @@ from conftest import random_generator, tiny_conv_vq
 from rear.checkpoint import save_generator
 from rear.cli import main
 from rear.config import ConvVQConfig
-from rear.data.store import Source, pretokenize
+from rear.data.sources import Source
+from rear.data.store import pretokenize
 from rear.tokenizer.conv_vq import ConvVQTokenizer
 
 

@@ -75,7 +75,7 @@ def test_folder_to_fid_through_the_command_line(tmp_path, capsys, rgb):
     found = json.loads((tmp_path / "diagnose.json").read_text())
     assert found["heldout"]["per_class"] == [2, 2, 2] and all(not str(v).startswith("failed") for v in found.values())
     # the ceiling is computed on the folder's own held-out images, in the tokenizer's channels
-    from rear.data.store import open_source, read_all
+    from rear.data.sources import open_source, read_all
     from rear.evaluation.classifier import load_classifier
     from rear.evaluation.ceiling import tokenizer_ceiling
     from rear.tokenizer.load import load_tokenizer

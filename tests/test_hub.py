@@ -206,7 +206,7 @@ def test_a_training_checkpoint_round_trip_keeps_its_record(tmp_path):
 
 def test_a_trained_tokenizer_keeps_its_metrics_on_re_save(tmp_path):
     from rear.config import TokenizerTrainConfig, merge
-    from rear.tokenizer.train import train_tokenizer
+    from rear.train.tokenizer import train_tokenizer
 
     config = merge(TokenizerTrainConfig, {"out": str(tmp_path / "tok"), "steps": 2, "batch_size": 4, "eval_size": 4,
                                           "threads": 1, "model": {"codebook_size": 8, "code_dim": 4,

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from rear.data.folder import ImageFolder, center_crop
-from rear.data.store import Source, TokenStore, flip_views, folder_source, pretokenize, ten_crop_views
+from rear.data.sources import Source, folder_source
+from rear.data.store import TokenStore, flip_views, pretokenize, ten_crop_views
 from conftest import PatchTokenizer
 
 

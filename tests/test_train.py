@@ -14,7 +14,8 @@ from torch import nn
 
 from conftest import tiny_conv_vq
 from rear.config import Corruption, NoiseConfig, OptimConfig, TrainConfig, generator_preset, merge
-from rear.data.store import Source, TokenStore, pretokenize
+from rear.data.sources import Source
+from rear.data.store import TokenStore, pretokenize
 from rear.generator import build_generator
 from rear.optim import decay_groups, learning_rate
 from rear.regularizers import alignment_loss, corrupt_context, noise_ratio

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from rear.data.store import open_source, read_all
+from rear.data.sources import open_source, read_all
 from rear.evaluation.classifier import Classifier
 from rear.metrics import fid_from_features, kernel_inception_distance
 from rear.tokenizer.base import VQTokenizer

@@ -34,7 +34,8 @@ import torch
 from rear.checkpoint import load_generator
 from rear.config import ClassifierConfig, StudyConfig, TrainConfig, merge, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
-from rear.data.store import TokenStore, fashion_mnist_source, pretokenize
+from rear.data.sources import fashion_mnist_source
+from rear.data.store import TokenStore, pretokenize
 from rear.evaluation import diagnose
 from rear.evaluation.ceiling import tokenizer_ceiling
 from rear.evaluation.classifier import load_classifier, train_classifier
@@ -47,7 +48,7 @@ from rear.study import report
 from rear.study.ledger import Ledger, as_json
 from rear.study.plan import chosen_cfg, eval_steps, matched_grid, run_order, validation_grid
 from rear.tokenizer.load import load_tokenizer, read_codebook
-from rear.tokenizer.train import METRICS, fashion_mnist_images, train_tokenizer
+from rear.train.tokenizer import METRICS, fashion_mnist_images, train_tokenizer
 from rear.train.trainer import CHECKPOINT, train
 from rear.weights import state_fingerprint
 

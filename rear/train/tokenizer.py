@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from rear import precision
 from rear.config import TokenizerTrainConfig, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
-from rear.data.store import open_source, parse_source, read_all
+from rear.data.sources import open_source, parse_source, read_all
 from rear.optim import learning_rate, make_optimizer
 from rear.lock import locked
 from rear.progress import bar as progress_bar
