@@ -11,44 +11,19 @@ from rear.cli.flags import (TOKENIZER_HELP, add_extractor_flags, add_sampling_fl
                              sample_config)
 
 
-def _reference_images(spec: str, size: int, data_dir: str | None):
-    """uint8 [n, S, S, 3] images of a source (fashion-mnist:test, FOLDER:heldout, ...) at size S,
-    or as they are of a plain folder of images or an .npz."""
-    from rear.data.sources import open_source, parse_source, read_all
-    from rear.evaluation.evaluate import load_images
-    from rear.images import to_uint8
-
-    root, part = (spec, None) if spec.endswith(".npz") else parse_source(spec)
-    if root == "fashion-mnist" or part:
-        return to_uint8(read_all(open_source(spec, 3, data_dir), size)[0])
-    return load_images(spec)[0]
-
 def _refuse_existing(path: str, overwrite: bool) -> None:
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
 
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
-    from rear.config import ClassifierConfig, chosen_keys, merge
-    from rear.data.folder import infer_channels
-    from rear.data.sources import open_source, parse_source, read_all, split_parts
-    from rear.evaluation.classifier import train_classifier
+    from rear.evaluation.classifier import train_classifier_on
 
     _refuse_existing(args.out, args.overwrite)
-    given = [args.config] if args.config else []
-    merge(ClassifierConfig, *given, args.overrides)  # a mistaken key or value fails here, before any data is read
-    root, _ = parse_source(args.source)
-    parts = split_parts(args.source)
-    chosen = chosen_keys(*given, args.overrides)
-    probe = open_source(parts[0], 1, args.data_dir)
-    found = {"num_classes": len(probe.class_names),
-             "channels": 1 if root == "fashion-mnist" else infer_channels(root)}
-    config = merge(ClassifierConfig, {k: v for k, v in found.items() if k not in chosen}, *given, args.overrides)
-    train, test = (read_all(open_source(p, config.channels, args.data_dir), config.image_size) for p in parts)
-    source = {"source": args.source, "train": parts[0], "test": parts[1], "class_names": probe.class_names,
-              "channels": config.channels, "image_size": config.image_size}
-    metrics = train_classifier(config, train, test, args.out, source=source)
-    print(f"classifier: {args.out}  {len(train[0])} training images, accuracy {metrics['test_accuracy']:.2%} "
-          f"on the {len(test[0])} of {parts[1]} ({config.channels} channel(s), {config.num_classes} classes)")
+    metrics = train_classifier_on(args.source, args.out, [args.config] if args.config else [], args.overrides,
+                                  args.data_dir)
+    s = metrics["source"]
+    print(f"classifier: {args.out}  {metrics['train_images']} training images, accuracy {metrics['test_accuracy']:.2%} "
+          f"on the {metrics['test_images']} of {s['test']} ({s['channels']} channel(s), {len(s['class_names'])} classes)")
 
 def _extractor(args: argparse.Namespace):
     from rear.evaluation.evaluate import open_extractor
@@ -60,14 +35,17 @@ def cmd_eval_stats(args: argparse.Namespace) -> None:
 
     _refuse_existing(args.out, args.overwrite)
     extractor = _extractor(args)
-    images = _reference_images(args.source, extractor.image_size or 32, args.data_dir)
+    from rear.evaluation.evaluate import reference_images
+
+    images = reference_images(args.source, extractor.image_size or 32, args.data_dir)
     path = save_reference(args.out, extractor.embed(images), images.shape[1], extractor.fingerprint)
     print(f"reference statistics of {len(images)} images: {path}")
 
 def cmd_eval_score(args: argparse.Namespace) -> None:
     import json
 
-    from rear.evaluation.evaluate import load_images, load_reference, reference_statistics, score, write_metrics
+    from rear.evaluation.evaluate import load_images, reference_for, score, write_metrics
+    from rear.tokenizer.load import load_tokenizer
 
     extractor = _extractor(args)
     images, labels = load_images(args.samples)
@@ -79,21 +57,9 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
 
         for warning in check_domain(images, labels, extractor.classifier):
             print(f"rear eval score: warning: {warning}", file=sys.stderr)
-    if args.reference.endswith(".npz") and Path(args.reference).is_file():
-        reference = load_reference(args.reference, extractor.embed, extractor.fingerprint)
-        if "image_size" in reference and int(reference["image_size"]) != images.shape[1]:
-            raise ValueError(f"reference {args.reference} is of {int(reference['image_size'])} px images, samples are {images.shape[1]} px")
-    elif args.tokenizer:  # one read of the labelled reference, in the tokenizer's channels, for both
-        from rear.data.sources import open_source, read_all
-        from rear.images import to_uint8
-        from rear.tokenizer.load import load_tokenizer
-
-        tokenizer = load_tokenizer(args.tokenizer)
-        read = read_all(open_source(args.reference, tokenizer.channels, args.data_dir), tokenizer.image_size)
-        reference = reference_statistics(extractor.embed(to_uint8(read[0].expand(-1, 3, -1, -1))))
-    else:
-        size = extractor.image_size or images.shape[1]
-        reference = reference_statistics(extractor.embed(_reference_images(args.reference, size, args.data_dir)))
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    # one read of a labelled reference, in the tokenizer's channels, serves the scores and the ceiling
+    reference, read = reference_for(args.reference, extractor, images.shape[1], args.data_dir, tokenizer)
     metrics = {**score(extractor.embed(images), reference, labels if extractor.classifier is not None else None),
                "samples": str(args.samples), "reference": args.reference, "extractor": extractor.fingerprint}
     if args.tokenizer:
@@ -113,13 +79,13 @@ def cmd_eval_score(args: argparse.Namespace) -> None:
         print(f"rear eval score: warning: {warning}", file=sys.stderr)
     print(f"metrics: {out}")
 
+
 def cmd_diagnose(args: argparse.Namespace) -> None:
     import json
 
     import numpy as np
 
     from rear.checkpoint import load_generator
-    from rear.data.sources import open_source, read_all, source_spec
     from rear.data.store import TokenStore
     from rear.evaluation import diagnose as d
     from rear.tokenizer.load import load_tokenizer, read_codebook
@@ -151,19 +117,11 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if model.decode_align_mlp is not None:
         attempt("decode_head_cosine", lambda: d.decode_cosine(model, tokens, labels, read_codebook(args.tokenizer)[0]))
     if args.classifier:
+        from rear.evaluation.ceiling import report_ceiling, store_ceiling
         from rear.evaluation.classifier import load_classifier
 
-        from rear.evaluation.ceiling import report_ceiling, tokenizer_ceiling
-
-        def ceiling() -> dict:  # the held-out store's own images, in the tokenizer's channels
-            source = open_source(source_spec(store.manifest["source"]), tokenizer.channels, args.data_dir)
-            images, source_labels = read_all(source, tokenizer.image_size)
-            # files skipped as unreadable then (or now) shift every later index: the items must line up
-            if len(images) != len(store) or not np.array_equal(source_labels.numpy(), np.asarray(store.labels)):
-                raise ValueError(f"the store's source {store.manifest['source']} no longer matches the store "
-                                 f"({len(images)} readable images now, {len(store)} in the store, or other labels); "
-                                 "pretokenize it again")
-            found = tokenizer_ceiling(tokenizer, load_classifier(args.classifier), images[torch.from_numpy(items)], labels)
+        def ceiling() -> dict:
+            found = store_ceiling(tokenizer, load_classifier(args.classifier), store, items, args.data_dir)
             report_ceiling(found, "rear diagnose", line=False)
             return found
 

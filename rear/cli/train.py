@@ -20,20 +20,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from rear.config import TokenizerTrainConfig, chosen_keys, merge
-    from rear.data.folder import infer_channels
-    from rear.data.sources import parse_source, split_parts
+    from rear.data.sources import split_parts
     from rear.evaluation.classifier import load_classifier
-    from rear.train.tokenizer import source_images, train_tokenizer
+    from rear.train.tokenizer import read_channels, source_images, train_tokenizer
 
     config = merge(TokenizerTrainConfig, args.config, args.overrides)
     config.threads = threads.use("tokenizer train", args.threads, config.threads)
     if Path(config.out).exists() and not args.force:
         raise FileExistsError(f"{config.out} exists; pass --force to replace it or set out=...")
-    root, _ = parse_source(args.source)
-    if root != "fashion-mnist" and "model.channels" not in chosen_keys(args.config, args.overrides):
-        config.model.channels = infer_channels(root)
-        print(f"channels: {config.model.channels} ({'grayscale' if config.model.channels == 1 else 'RGB'}), "
-              f"read from the images of {root}; set model.channels to choose")
+    if said := read_channels(config, args.source, chosen_keys(args.config, args.overrides)):
+        print(said)
     train_images, heldout = source_images(args.source, config, args.strict)
     print(f"{len(train_images)} training images, {len(heldout)} held out")
     classifier = load_classifier(args.classifier) if args.classifier else None  # fails before the training

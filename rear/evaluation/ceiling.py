@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 
-from rear.data.sources import open_source, read_all
+from rear.data.sources import open_source, read_all, source_spec
+from rear.data.store import TokenStore
 from rear.evaluation.classifier import Classifier
 from rear.metrics import fid_from_features, kernel_inception_distance
 from rear.tokenizer.base import VQTokenizer
@@ -62,6 +64,21 @@ def source_ceiling(tokenizer: VQTokenizer, classifier: Classifier, spec: str, da
     records the source."""
     images, labels = read or read_all(open_source(spec, tokenizer.channels, data_dir), tokenizer.image_size)
     return {"source": spec, **tokenizer_ceiling(tokenizer, classifier, images, labels)}
+
+
+def store_ceiling(tokenizer: VQTokenizer, classifier: Classifier, store: TokenStore, items: np.ndarray,
+                  data_dir: str | None = None) -> dict:
+    """`tokenizer_ceiling` on the `items` of a token store, from the images of the store's own source in
+    the tokenizer's channels; refuses a source that no longer lines up with the store (files skipped as
+    unreadable then or now shift every later index)."""
+    source = open_source(source_spec(store.manifest["source"]), tokenizer.channels, data_dir)
+    images, labels = read_all(source, tokenizer.image_size)
+    if len(images) != len(store) or not np.array_equal(labels.numpy(), np.asarray(store.labels)):
+        raise ValueError(f"the store's source {store.manifest['source']} no longer matches the store "
+                         f"({len(images)} readable images now, {len(store)} in the store, or other labels); "
+                         "pretokenize it again")
+    picked = torch.from_numpy(items)
+    return tokenizer_ceiling(tokenizer, classifier, images[picked], labels[picked])
 
 
 def ceiling_line(ceiling: dict) -> str:

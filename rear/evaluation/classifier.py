@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rear.config import ClassifierConfig, merge, to_dict
+from rear.config import ClassifierConfig, chosen_keys, merge, to_dict
+from rear.data.folder import infer_channels
+from rear.data.sources import open_source, parse_source, read_all, split_parts
 from rear.metrics.features import embed_batches
 from rear.progress import bar as progress_bar
 from rear.weights import CONFIG, WEIGHTS, load_state, read_tensors, replace_dir, write_weights
@@ -121,3 +123,23 @@ def load_classifier(folder: str | Path) -> Classifier:
     model = Classifier(merge(ClassifierConfig, str(folder / CONFIG)))
     load_state(model, read_tensors(folder / WEIGHTS), str(folder / WEIGHTS))
     return model.eval()
+
+
+def train_classifier_on(spec: str, out: str | Path, configs: list, overrides: list[str],
+                        data_dir: str | None = None, progress: bool = True) -> dict:
+    """`rear eval train-classifier`: train on a source's training part and score its held-out part
+    (fashion-mnist: train and test; a folder: FOLDER:train and FOLDER:heldout), the class count and
+    channels read from the data unless `configs` (YAML paths) or `overrides` choose them. Returns the
+    metrics with the image counts of both parts."""
+    merge(ClassifierConfig, *configs, overrides)  # a mistaken key or value fails here, before any data is read
+    root, _ = parse_source(spec)
+    parts = split_parts(spec)
+    probe = open_source(parts[0], 1, data_dir)
+    found = {"num_classes": len(probe.class_names), "channels": 1 if root == "fashion-mnist" else infer_channels(root)}
+    chosen = chosen_keys(*configs, overrides)
+    config = merge(ClassifierConfig, {k: v for k, v in found.items() if k not in chosen}, *configs, overrides)
+    train, test = (read_all(open_source(p, config.channels, data_dir), config.image_size) for p in parts)
+    source = {"source": spec, "train": parts[0], "test": parts[1], "class_names": probe.class_names,
+              "channels": config.channels, "image_size": config.image_size}
+    metrics = train_classifier(config, train, test, out, progress, source=source)
+    return {**metrics, "train_images": len(train[0]), "test_images": len(test[0])}

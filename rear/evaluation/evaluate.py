@@ -14,6 +14,7 @@ from PIL import Image
 from rear.evaluation.classifier import Classifier, load_classifier
 from rear.metrics import frechet_distance, inception_score, kernel_inception_distance, precision_recall, statistics
 from rear.errors import first_line
+from rear.tokenizer.base import VQTokenizer
 from rear.weights import state_fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -150,6 +151,40 @@ def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.
             raise ValueError(f"{path} has neither pool features nor reference images arr_0 for precision/recall")
         reference["pool"] = embed(reference["arr_0"])["pool"]
     return reference
+
+
+def reference_images(spec: str, size: int, data_dir: str | None = None) -> np.ndarray:
+    """uint8 [n, S, S, 3] images of a source (fashion-mnist:test, FOLDER:heldout, ...) at size S, or as
+    they are of a plain folder of images or an .npz."""
+    from rear.data.sources import open_source, parse_source, read_all
+    from rear.images import to_uint8
+
+    root, part = (spec, None) if spec.endswith(".npz") else parse_source(spec)
+    if root == "fashion-mnist" or part:
+        return to_uint8(read_all(open_source(spec, 3, data_dir), size)[0])
+    return load_images(spec)[0]
+
+
+def reference_for(spec: str, extractor: Extractor, image_size: int, data_dir: str | None = None,
+                  tokenizer: VQTokenizer | None = None) -> tuple[dict[str, np.ndarray], tuple | None]:
+    """The reference statistics that samples of `image_size` px are scored against, and the images read
+    for them: saved statistics (`rear eval stats`, an ADM batch), else statistics of a source's images.
+    With a `tokenizer` the source is read once, at its size and in its channels, and (images [n, C, S, S],
+    labels [n]) come back for its ceiling (rear.evaluation.ceiling.source_ceiling's `read`)."""
+    if spec.endswith(".npz") and Path(spec).is_file():
+        reference = load_reference(spec, extractor.embed, extractor.fingerprint)
+        if "image_size" in reference and int(reference["image_size"]) != image_size:
+            raise ValueError(f"reference {spec} is of {int(reference['image_size'])} px images, samples are "
+                             f"{image_size} px")
+        return reference, None
+    if tokenizer is not None:
+        from rear.data.sources import open_source, read_all
+        from rear.images import to_uint8
+
+        read = read_all(open_source(spec, tokenizer.channels, data_dir), tokenizer.image_size)
+        return reference_statistics(extractor.embed(to_uint8(read[0].expand(-1, 3, -1, -1)))), read
+    size = extractor.image_size or image_size
+    return reference_statistics(extractor.embed(reference_images(spec, size, data_dir))), None
 
 
 def score(

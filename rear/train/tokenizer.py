@@ -34,6 +34,19 @@ def fashion_mnist_images(data_dir: str | None = None, size: int = 32) -> tuple[t
             to_tensor(load_fashion_mnist("test", data_dir)[0], size))
 
 
+def read_channels(config: TokenizerTrainConfig, spec: str, chosen: set[str]) -> str | None:
+    """Set config.model.channels from an image folder's images unless the config or an override chose it
+    (`chosen`: rear.config.chosen_keys); returns the line saying what was read, None for Fashion-MNIST."""
+    from rear.data.folder import infer_channels
+
+    root, _ = parse_source(spec)
+    if root == "fashion-mnist" or "model.channels" in chosen:
+        return None
+    config.model.channels = infer_channels(root)
+    return (f"channels: {config.model.channels} ({'grayscale' if config.model.channels == 1 else 'RGB'}), read from "
+            f"the images of {root}; set model.channels to choose")
+
+
 def source_images(spec: str, config: TokenizerTrainConfig, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, held-out) images [n, C, S, S] in [0, 1] at the tokenizer's size and channels.
 
