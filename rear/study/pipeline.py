@@ -23,7 +23,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -46,7 +45,8 @@ from rear.lock import locked
 from rear.metrics import fid_sampling_error
 from rear.study import report
 from rear.study.ledger import Ledger, as_json
-from rear.study.plan import chosen_cfg, eval_steps, matched_grid, run_order, validation_grid
+from rear.study.plan import (Unit, chosen_cfg, clock, estimate, eval_steps, matched_grid, run_order, split_indices,
+                             validation_grid)
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.tokenizer import METRICS, fashion_mnist_images, train_tokenizer
 from rear.train.trainer import CHECKPOINT, train
@@ -73,30 +73,6 @@ QUICK = [
 
 TEST_REF, VAL_REF = "test.npz", "validation.npz"
 
-
-def split_indices(labels: np.ndarray, config: StudyConfig) -> dict[str, np.ndarray]:
-    """Disjoint sorted indices of Fashion-MNIST train per part, drawn per class by `split_seed`."""
-    rng = np.random.default_rng(config.split_seed)
-    a = config.val_per_class
-    b = a + config.floor_per_class
-    parts: dict[str, list[np.ndarray]] = {"validation": [], "floor": [], "train": []}
-    for c in range(int(labels.max()) + 1):
-        items = rng.permutation(np.flatnonzero(labels == c))
-        if len(items) < b + max(config.train_per_class, 1):
-            raise ValueError(f"class {c} has {len(items)} training images; val_per_class + floor_per_class + "
-                             f"train_per_class = {b + config.train_per_class} do not fit")
-        parts["validation"].append(items[:a])
-        parts["floor"].append(items[a:b])
-        parts["train"].append(items[b : b + config.train_per_class] if config.train_per_class else items[b:])
-    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
-
-
-@dataclass
-class Unit:
-    key: str
-    run: Callable[[], dict]
-    # for the ETA: (what, amount) with what = "train:<arm>" (steps), "sample" (images) or "fixed" (seconds)
-    work: list[tuple[str, float]]
 
 
 class Study:
@@ -350,32 +326,6 @@ class Study:
     @staticmethod
     def _bind(function: Callable[..., dict], *args) -> Callable[[], dict]:
         return lambda: function(*args)
-
-
-def estimate(units: list[Unit], ledger: Ledger) -> float:
-    """Seconds the units not yet recorded should take, at the rates measured so far."""
-    trained: dict[str, tuple[float, int]] = {}  # arm -> (seconds, steps)
-    for key, record in ledger.units.items():
-        if record.get("train_steps"):
-            seconds, steps = trained.get(key.split("/")[0], (0.0, 0))
-            trained[key.split("/")[0]] = (seconds + record["train_seconds"], steps + record["train_steps"])
-    pooled = tuple(map(sum, zip(*trained.values()))) or (1.0, 1)  # 1 s a step until one is measured
-    sampled = [(r["sample_seconds"], r["num_samples"]) for r in ledger.units.values() if "sample_seconds" in r]
-    per_sample = sum(s for s, _ in sampled) / sum(n for _, n in sampled) if sampled else 0.02
-
-    def rate(what: str) -> float:
-        if what.startswith("train:"):
-            seconds, steps = trained.get(what[len("train:"):], pooled)
-            return seconds / steps
-        return per_sample if what == "sample" else 1.0
-
-    return sum(amount * rate(what) for unit in units if not ledger.done(unit.key) for what, amount in unit.work)
-
-
-def clock(seconds: float) -> str:
-    """h:mm"""
-    minutes = round(seconds / 60)
-    return f"{minutes // 60}:{minutes % 60:02d}"
 
 
 def quick_config(config: StudyConfig) -> StudyConfig:
