@@ -64,6 +64,22 @@ class SampleConfig:
 
 
 @dataclass
+class CCAConfig:
+    """Condition Contrastive Alignment (Chen et al., ICLR 2025; docs/cca.md): fine-tune the checkpoint
+    `init` so that it samples without guidance. For images x with labels c and mismatched labels c' != c,
+    r(x, c) = log p(x | c) - log p_ref(x | c) summed over the tokens, p_ref the frozen `init`, and
+    L = (-log sigmoid(beta r(x, c)) - lam log sigmoid(-beta r(x, c'))) / max(lam, 1)."""
+
+    init: Optional[str] = None  # None: an ordinary run; a generator checkpoint folder: its CCA fine-tune
+    beta: float = 0.02  # thu-ml/CCA's default
+    lam: float = 1000.0  # the negatives' weight: larger trades diversity for fidelity, as a CFG scale does
+    # rows whose label (and negative) become the null class and count as positives: keeps the
+    # unconditional model, so guided sampling still works after the fine-tune (thu-ml/CCA's uncond_ratio)
+    uncond_fraction: float = 0.0
+    RANGES: ClassVar = {"beta": POSITIVE, "lam": AT_LEAST_0, "uncond_fraction": FRACTION}
+
+
+@dataclass
 class TrainConfig:
     """One training run: `rear train CONFIG.yaml key=value ...` merges onto these defaults."""
 
@@ -77,6 +93,7 @@ class TrainConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    cca: CCAConfig = field(default_factory=CCAConfig)  # cca.init set: a guidance-free fine-tune (rear.train.cca)
     steps: int = 250_000  # optimizer steps
     batch_size: int = 2048  # global images per optimizer step, over all ranks and micro-batches
     grad_accumulation: int = 2  # micro-batches per optimizer step on each rank
@@ -104,5 +121,9 @@ class TrainConfig:
         if self.noise.anneal_end < self.noise.anneal_start:
             raise ValueError(f"noise.anneal_end ({self.noise.anneal_end}) must not come before noise.anneal_start "
                              f"({self.noise.anneal_start})")
+        if self.cca.init is not None and (self.noise.enabled or self.label_dropout):
+            raise ValueError("a CCA fine-tune (cca.init) compares likelihoods of clean images under their own "
+                             "labels: set noise.enabled=false and label_dropout=0 (cca.uncond_fraction keeps the "
+                             "null class)")
         self.generator.validate()
         return self

@@ -174,6 +174,7 @@ class Generator(nn.Module):
         context: torch.Tensor | None = None,
         corrupted: torch.Tensor | None = None,
         checked: bool = False,
+        sequence_logp: bool = False,
     ) -> dict[str, torch.Tensor]:
         """The reAR loss {"ce", "align", "total"} of clean `tokens` [B, N] read through `context`.
 
@@ -181,7 +182,8 @@ class Generator(nn.Module):
         marks the context positions the noise drew (their encode-alignment term is zeroed), including
         a switch that drew the true code; without it, positions where context != tokens count.
         `checked`: the caller has range-checked the ids where they entered (the trainer: its store), so
-        no value is read back from the device here.
+        no value is read back from the device here. `sequence_logp`: also "logp" [B], each image's
+        log-likelihood sum_i log p(t_i | t_<i, label) (the CCA fine-tune's r, rear.train.cca).
         """
         c = self.config
         context = tokens if context is None else context
@@ -200,8 +202,12 @@ class Generator(nn.Module):
         layers = (c.align.encode_layer, c.align.decode_layer) if c.align.enabled else ()
         logits, captured = self.forward_context(context, labels, capture=layers)  # [B, N+1, K]
         ce = F.cross_entropy(logits[:, :N].flatten(0, 1).float(), tokens.flatten())
+        extra = {}
+        if sequence_logp:
+            picked = logits[:, :N].float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]  # [B, N]
+            extra["logp"] = picked.sum(1)  # [B]
         if not c.align.enabled:
-            return {"ce": ce, "align": ce.new_zeros(()), "total": ce}
+            return {"ce": ce, "align": ce.new_zeros(()), "total": ce, **extra}
         if code_vectors.shape != (*tokens.shape, c.align.code_dim):
             raise ValueError(f"code_vectors must be [B, N, Z={c.align.code_dim}], got {tuple(code_vectors.shape)}")
         encode = decode = None
@@ -214,7 +220,7 @@ class Generator(nn.Module):
         if self.decode_align_mlp is not None:  # state at the position predicting t_i
             decode = self.decode_align_mlp(self.predicting_states(captured[c.align.decode_layer], N))
         align = alignment_loss(encode, decode, code_vectors, corrupted)
-        return {"ce": ce, "align": align, "total": ce + c.align.weight * align}
+        return {"ce": ce, "align": align, "total": ce + c.align.weight * align, **extra}
 
     def forward(
         self,
@@ -224,9 +230,10 @@ class Generator(nn.Module):
         context: torch.Tensor | None = None,
         corrupted: torch.Tensor | None = None,
         checked: bool = False,
+        sequence_logp: bool = False,
     ) -> dict[str, torch.Tensor]:
         """The training losses: the step DistributedDataParallel wraps."""
-        return self.training_losses(tokens, labels, code_vectors, context, corrupted, checked)
+        return self.training_losses(tokens, labels, code_vectors, context, corrupted, checked, sequence_logp)
 
     @torch.no_grad()
     def generate(

@@ -11,12 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_losses(log: Path, out: Path) -> Path:
-    """Plot cross-entropy and alignment loss against optimizer steps."""
+    """Plot cross-entropy (a CCA fine-tune: its loss) and alignment loss against optimizer steps."""
     records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
     steps = [r["step"] for r in records]
     fig, (ce, align) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ce.plot(steps, [r["ce"] for r in records])
-    ce.set(xlabel="step", ylabel="next-token cross-entropy", title="CE (clean targets)")
+    if records and "cca" in records[0]:
+        ce.plot(steps, [r["cca"] for r in records])
+        ce.set(xlabel="step", ylabel="CCA loss", title="CCA (guidance-free fine-tune)")
+    else:
+        ce.plot(steps, [r["ce"] for r in records])
+        ce.set(xlabel="step", ylabel="next-token cross-entropy", title="CE (clean targets)")
     align.plot(steps, [r["align"] for r in records], color="tab:orange")
     align.set(xlabel="step", ylabel="-cos (encode + decode)", title="codebook alignment")
     fig.tight_layout()

@@ -8,6 +8,7 @@ resume refuses inputs rebuilt in place). The whole folder is swapped in atomical
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,11 +32,12 @@ RESUMABLE = ("out_dir", "threads", "log_every", "sample_every", "samples_per_cla
 def check_recipe(folder: Path, config: TrainConfig, inputs: Optional[dict[str, str]] = None) -> None:
     """Refuse to resume the checkpoint in `folder` with another recipe (seed, batch, schedule, data, model,
     steps ...), naming every differing key; only RESUMABLE settings may change. Paths compare resolved;
-    `inputs` ({"store": sha256, "tokenizer": fingerprint}) compare by content with those it recorded."""
+    `inputs` ({"store": sha256, "tokenizer": fingerprint, "cca.init": fingerprint}) compare by content with those it recorded."""
     recorded = json.loads((folder / INPUTS).read_text()) if (folder / INPUTS).is_file() else {}
     for key, value in (inputs or {}).items():
         if recorded.get(key, value) != value:
-            raise ValueError(f"{folder} was trained on another {key} than {getattr(config, key)} holds now (sha256 "
+            setting = functools.reduce(getattr, key.split("."), config)  # "store", "cca.init": the path it names
+            raise ValueError(f"{folder} was trained on another {key} than {setting} holds now (sha256 "
                              f"{recorded[key][:12]}, now {value[:12]}): it was rebuilt or replaced in place; resume "
                              "with the original, or start a new out_dir")
     path = folder / RUN_CONFIG

@@ -26,6 +26,7 @@ from rear import precision
 from rear.config import TrainConfig
 from rear.data.store import TokenStore
 from rear.distributed import World, launched_rank, setup, teardown
+from rear.checkpoint import load_generator
 from rear.generator import Generator, build_generator
 from rear.images import save_grid
 from rear.lock import locked
@@ -33,9 +34,10 @@ from rear.optim import learning_rate, make_optimizer
 from rear.progress import bar as progress_bar
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.batches import global_batch, regularize
+from rear.train.cca import accumulate_cca, contrast_labels
 from rear.train.plots import plot_losses
 from rear.train.state import check_recipe, load_training, save_training
-from rear.weights import recover_dir
+from rear.weights import load_state, recover_dir, state_fingerprint
 
 CHECKPOINT, LOG, SAMPLES, PLOT, BOARD = "checkpoint", "log.jsonl", "samples", "loss.png", "tensorboard"
 
@@ -232,6 +234,11 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = build_generator(config.generator).to(device)
+    reference = None
+    if config.cca.init is not None:  # a CCA fine-tune: start from `init`, contrast against a frozen copy of it
+        reference = load_generator(config.cca.init, device).eval().requires_grad_(False)
+        load_state(model, reference.state_dict(), f"cca.init {config.cca.init}")
+        inputs["cca.init"] = state_fingerprint(reference.state_dict())
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
     optimizer = make_optimizer(model, config.optim)
     torch.manual_seed(config.seed + 1 + world.rank)  # per-rank dropout stream
@@ -303,13 +310,24 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             for group in optimizer.param_groups:
                 group["lr"] = lr
             tokens, labels = global_batch(store, step, B, config.seed)
-            context, corrupted, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise, config.label_dropout,
-                                                config.generator.codebook_size, model.null_label)
             mine = slice(world.rank * per_rank, (world.rank + 1) * per_rank)
-            tokens, context, corrupted, labels = (t[mine].to(device) for t in (tokens, context, corrupted, labels))
             rng = torch.get_rng_state()
             try:
-                sums = accumulate_gradients(net, tokens, context, corrupted, labels, codebook, accum, autocast)  # [3]
+                if reference is None:
+                    context, corrupted, labels, ratio = regularize(tokens, labels, step, config.seed, config.noise,
+                                                                   config.label_dropout, config.generator.codebook_size,
+                                                                   model.null_label)
+                    tokens, context, corrupted, labels = (t[mine].to(device) for t in (tokens, context, corrupted, labels))
+                    sums = accumulate_gradients(net, tokens, context, corrupted, labels, codebook, accum, autocast)  # [3]
+                else:
+                    drawn = torch.Generator().manual_seed(config.seed * 100_003 + step + 11)
+                    labels, negatives, uncond = contrast_labels(labels, config.generator.num_classes,
+                                                                config.cca.uncond_fraction, drawn)
+                    tokens, labels, negatives, uncond = (t[mine].to(device) for t in (tokens, labels, negatives, uncond))
+                    ratio = 0.0
+                    sums = accumulate_cca(net, reference, tokens, labels, negatives, uncond, codebook, accum, config.cca,
+                                          config.generator.align.weight if config.generator.align.enabled else 0.0,
+                                          autocast)  # [3]: cca, align, total
             except KeyboardInterrupt:
                 if world.size > 1 or step == start:
                     raise KeyboardInterrupt(f"interrupted at step {step}: {last_good()}") from None
@@ -338,12 +356,13 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                     dist.all_reduce(sums)
                     sums /= world.size
                 seconds = time.perf_counter() - began
-                record = {"step": done, "ce": sums[0].item(), "align": sums[1].item(), "loss": sums[2].item(),
+                main_loss = "ce" if reference is None else "cca"
+                record = {"step": done, main_loss: sums[0].item(), "align": sums[1].item(), "loss": sums[2].item(),
                           "lr": lr, "noise_ratio": ratio, "grad_norm": grad_norm.item(),
                           "tokens_per_s": B * config.generator.num_tokens / seconds}
                 logger.log(record)
-                bar.set_postfix(ce=f"{record['ce']:.3f}", align=f"{record['align']:.3f}", lr=f"{lr:.2e}",
-                                r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                bar.set_postfix(**{main_loss: f"{record[main_loss]:.3f}"}, align=f"{record['align']:.3f}",
+                                lr=f"{lr:.2e}", r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
             if done % config.checkpoint_every == 0 and done != until:
                 save(done)
