@@ -1,0 +1,190 @@
+"""Issue 24's evidence: CCA fine-tunes of the Fashion-MNIST RAR study's final runs (docs/cca.md).
+
+    python benchmarks/cca_fmnist.py [--threads 1]
+
+Every unit writes its record into results/fashion_mnist_cca/results.json when it finishes (rear's study
+ledger); running the command again skips what is done and resumes a half-trained fine-tune.
+  {arm}/lam_{lam}      fine-tune run 0 of the arm (plain AR, reAR) with that lam; 2,000 samples at CFG 1
+                       scored against the validation images: lam is chosen there, never on the test split
+  {arm}/{k}/finetune   runs 1 and 2 fine-tuned with the chosen lam (run 0's is its sweep run)
+  {arm}/{k}/test       10,000 samples of fine-tune k at CFG 1 against the test images
+  speed                images/s of the reAR run 0 guided (its chosen CFG, a doubled batch) and of its
+                       fine-tune guidance-free, the same batch of 250, interleaved in one run
+The bases' own scores (CFG 1 and their chosen CFG, 10,000 test samples) and their validation points are
+read from the study's committed results.json, measured with the same classifier, references and counts.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from own_images import cpu_flags  # noqa: E402
+from rear.checkpoint import load_generator  # noqa: E402
+from rear.config import StudyConfig, TrainConfig, merge  # noqa: E402
+from rear.study.ledger import Ledger  # noqa: E402
+from rear.study.pipeline import TEST_REF, VAL_REF, Study  # noqa: E402
+from rear.train.trainer import CHECKPOINT, train  # noqa: E402
+
+ARMS = ("ar", "rear")
+METRICS = ("fid", "sfid", "kid", "precision", "recall", "class_accuracy", "inception_score")
+
+
+@dataclass
+class CCAStudyConfig:
+    """What the CCA evidence runs: the study whose runs it fine-tunes, the fine-tune recipe, the lam grid."""
+
+    study: str = "configs/fmnist/study.yaml"
+    recipe: str = "configs/fmnist/cca.yaml"
+    recipe_overrides: list[str] = field(default_factory=list)  # key=value onto the recipe (e.g. steps=320)
+    lams: list[float] = field(default_factory=lambda: [10.0, 100.0, 1000.0])
+    beta: float = 0.02
+    seeds: int = 3
+    val_samples: int = 2000
+    final_samples: int = 10000
+    speed_batch: int = 250
+    out: str = "runs/cca"
+    results: str = "results/fashion_mnist_cca"
+    threads: int = 1
+
+
+class Evidence:
+    def __init__(self, config: CCAStudyConfig) -> None:
+        self.config = config
+        self.study_config = merge(StudyConfig, str(ROOT / config.study))
+        self.study = Study(self.study_config, Ledger(self.study_config.results, self.study_config))
+        self.base = self.study.ledger.units  # the study's records: read only
+        self.ledger = Ledger(config.results, config)
+
+    # ------------------------------------------------------------ units
+    def finetune(self, arm: str, k: int, lam: float) -> dict:
+        c, study = self.config, self.study
+        out = Path(c.out) / f"{arm}-{k}-lam{lam:g}"
+        overrides = [f"cca.init={study.run_dir(arm, k) / CHECKPOINT}", f"cca.lam={lam}", f"cca.beta={c.beta}",
+                     f"out_dir={out}", f"threads={c.threads}", f"store={study.stores['train']}",
+                     f"tokenizer={study.tokenizer_dir}", f"seed={self.study_config.train.seed + k}"]
+        if arm == "ar":  # plain AR has no alignment heads
+            overrides += ["generator.align.encode=false", "generator.align.decode=false"]
+        config = merge(TrainConfig, str(ROOT / c.recipe), [*c.recipe_overrides, *overrides])
+        resume = (out / CHECKPOINT).is_dir()
+        if not resume and out.exists():
+            shutil.rmtree(out)  # killed before its first checkpoint
+        began = time.perf_counter()
+        train(config, resume=resume, progress=False)
+        return {"checkpoint": str(out / CHECKPOINT), "lam": lam, "beta": c.beta, "steps": config.steps,
+                "base_steps": self.study_config.train.steps, "train_seconds": time.perf_counter() - began}
+
+    def score(self, checkpoint: str, count: int, reference: str, folder: Path) -> dict:
+        model = load_generator(checkpoint).eval()
+        metrics, seconds = self.study.sample_and_score(model, Path(checkpoint), folder, count, 1.0, reference)
+        return {**metrics, "cfg_scale": 1.0, "sample_seconds": seconds}
+
+    def sweep_point(self, arm: str, lam: float) -> dict:
+        made = self.finetune(arm, 0, lam)
+        scored = self.score(made["checkpoint"], self.config.val_samples, VAL_REF,
+                            Path(self.config.out) / "eval" / f"{arm}-lam{lam:g}")
+        return {**made, **scored, "reference": "validation"}
+
+    def chosen_lam(self, arm: str) -> float:
+        points = {lam: self.ledger[f"{arm}/lam_{lam:g}"]["fid"] for lam in self.config.lams}
+        return min(points, key=points.get)
+
+    def checkpoint(self, arm: str, k: int) -> str:
+        key = f"{arm}/lam_{self.chosen_lam(arm):g}" if k == 0 else f"{arm}/{k}/finetune"
+        return self.ledger[key]["checkpoint"]
+
+    def test_point(self, arm: str, k: int) -> dict:
+        return {**self.score(self.checkpoint(arm, k), self.config.final_samples, TEST_REF,
+                             Path(self.config.out) / "eval" / f"{arm}-{k}-test"), "reference": "test"}
+
+    def speed(self) -> dict:
+        base_key = "rear/0/final"
+        cfg = self.base[base_key]["cfg_scale"]
+        guided = load_generator(self.study.run_dir("rear", 0) / CHECKPOINT).eval()
+        free = load_generator(self.checkpoint("rear", 0)).eval()
+        labels = torch.arange(self.config.speed_batch) % guided.config.num_classes
+        sample = self.study_config.train.sample
+        times: dict[str, list[float]] = {"guided": [], "guidance_free": []}
+        for _ in range(3):  # interleaved, the best of three each: the machine is shared
+            for name, model, scale in (("guided", guided, cfg), ("guidance_free", free, 1.0)):
+                began = time.perf_counter()
+                model.generate(labels, sample, cfg_scale=scale, rng=torch.Generator().manual_seed(0))
+                times[name].append(time.perf_counter() - began)
+        rates = {name: self.config.speed_batch / min(t) for name, t in times.items()}
+        return {"images_per_s_guided": rates["guided"], "images_per_s_guidance_free": rates["guidance_free"],
+                "images_per_s_ratio": rates["guidance_free"] / rates["guided"], "guided_cfg": cfg,
+                "batch": self.config.speed_batch, "cpu": cpu_flags(), "threads": torch.get_num_threads()}
+
+    # ------------------------------------------------------------ the plan and the summary
+    def units(self) -> list[tuple[str, callable]]:
+        c, plan = self.config, []
+        for arm in ARMS:
+            plan += [(f"{arm}/lam_{lam:g}", lambda arm=arm, lam=lam: self.sweep_point(arm, lam)) for lam in c.lams]
+        for arm in ARMS:
+            for k in range(1, c.seeds):
+                plan.append((f"{arm}/{k}/finetune", lambda arm=arm, k=k: self.finetune(arm, k, self.chosen_lam(arm))))
+            plan += [(f"{arm}/{k}/test", lambda arm=arm, k=k: self.test_point(arm, k)) for k in range(c.seeds)]
+        plan.append(("speed", self.speed))
+        return plan
+
+    def summarize(self, units: dict) -> dict:
+        c, arms = self.config, {}
+        for arm in ARMS:
+            if not all(f"{arm}/lam_{lam:g}" in units for lam in c.lams):
+                continue
+            seeds = [k for k in range(c.seeds) if f"{arm}/{k}/test" in units]
+            entry = {"lam": self.chosen_lam(arm), "seeds": seeds}
+            for metric in METRICS:  # None: a metric the study's older records lack (KID)
+                entry[f"{metric}_base_cfg1"] = [self.base[f"{arm}/{k}/test_cfg_1"].get(metric) for k in seeds]
+                entry[f"{metric}_base_chosen_cfg"] = [self.base[f"{arm}/{k}/final"].get(metric) for k in seeds]
+                entry[f"{metric}_cca_cfg1"] = [units[f"{arm}/{k}/test"][metric] for k in seeds]
+            entry["base_chosen_cfg"] = [self.base[f"{arm}/{k}/final"]["cfg_scale"] for k in seeds]
+            entry["sweep"] = {f"{lam:g}": {m: units[f"{arm}/lam_{lam:g}"][m] for m in ("fid", "precision", "recall",
+                                                                                       "class_accuracy")}
+                              for lam in c.lams}
+            entry["base_validation"] = {key.split("_", 1)[1]: {m: rec[m] for m in ("fid", "precision", "recall",
+                                                                                   "class_accuracy")}
+                                        for key, rec in self.base.items() if key.startswith(f"{arm}/cfg_")}
+            finetunes = [units[f"{arm}/lam_{entry['lam']:g}"]] + [units[f"{arm}/{k}/finetune"] for k in range(1, c.seeds)
+                                                                  if f"{arm}/{k}/finetune" in units]
+            entry["finetune_steps"], entry["base_steps"] = finetunes[0]["steps"], finetunes[0]["base_steps"]
+            entry["finetune_cpu_seconds"] = float(np.mean([f["train_seconds"] for f in finetunes]))
+            # the study's names: fid_base_cfg1, fid_base_chosen_cfg, fid_cca_cfg1 (issue 24's results file)
+            arms[arm] = entry
+        summary = {"arms": arms, "complete": all(key in units for key, _ in self.units())}
+        if "speed" in units:
+            summary["images_per_s_ratio"] = units["speed"]["images_per_s_ratio"]
+        return summary
+
+    def run(self) -> Path:
+        for key, unit in self.units():
+            if self.ledger.done(key):
+                continue
+            print(f"[cca] {key} ...", flush=True)
+            began = time.perf_counter()
+            result = unit()
+            self.ledger.record(key, result, time.perf_counter() - began, self.summarize)
+            shown = {k: round(v, 4) for k, v in result.items() if k in ("fid", "precision", "recall", "images_per_s_ratio")}
+            print(f"    {shown}, {time.perf_counter() - began:.0f} s", flush=True)
+        return self.ledger.path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"cpu: {cpu_flags()}, {args.threads} thread(s)")
+    print(f"results: {Evidence(CCAStudyConfig(threads=args.threads)).run()}")
+
+
+if __name__ == "__main__":
+    main()
