@@ -177,10 +177,82 @@ class Evidence:
         return self.ledger.path
 
 
+def cell(values: list, digits: int = 2, percent: bool = False) -> str:
+    """mean +- sd (min-max) of the values present, as the study's tables print them."""
+    values = [v * (100 if percent else 1) for v in values if v is not None]
+    if not values:
+        return "-"
+    unit = "%" if percent else ""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}{unit}"
+    return (f"{np.mean(values):.{digits}f} +- {np.std(values, ddof=1):.{digits}f}{unit} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})")
+
+
+def render(data: dict) -> str:
+    """table.md of results.json: the three settings per arm on every metric, the lam sweep beside the
+    base's CFG grid (validation), the cost and the speed."""
+    names = {"ar": "plain AR", "rear": "reAR"}
+    shown = (("fid", "FID", 2, False), ("sfid", "sFID", 2, False), ("kid", "KID", 4, False),
+             ("precision", "precision", 3, False), ("recall", "recall", 3, False),
+             ("class_accuracy", "class acc.", 1, True), ("inception_score", "IS", 2, False))
+    lines = ["# CCA fine-tunes of the Fashion-MNIST RAR study's runs (`python benchmarks/cca_fmnist.py --report`)", "",
+             f"Status: {'complete' if data.get('complete') else '**unfinished** (the finished units only)'}; "
+             f"{data.get('cpu_hours', 0):.2f} CPU-hours. Test split, 10,000 samples per run and setting; cells "
+             "mean +- sd over seeds (min-max). The bases' rows are the study's own records (results/fashion_mnist). "
+             "Columns: the metrics on which CCA guidance-free is worse than the base at its chosen CFG first.", ""]
+    for arm, entry in data["arms"].items():
+        chosen = ", ".join(f"{g:g}" for g in sorted(set(entry["base_chosen_cfg"])))
+
+        def worse(metric: str) -> bool:  # CCA guidance-free against the base at its chosen CFG
+            a = [v for v in entry[f"{metric}_cca_cfg1"] if v is not None]
+            b = [v for v in entry[f"{metric}_base_chosen_cfg"] if v is not None]
+            if not a or not b:
+                return False
+            return np.mean(a) > np.mean(b) if metric in ("fid", "sfid", "kid") else np.mean(a) < np.mean(b)
+
+        shown = sorted(shown, key=lambda s: not worse(s[0]))  # the metrics that go against CCA first
+        lines += [f"## {names[arm]}: lam = {entry['lam']:g} (chosen on validation), {len(entry['seeds'])} runs", "",
+                  "| setting | " + " | ".join(title for _, title, _, _ in shown) + " |",
+                  "| --- " * (len(shown) + 1) + "|"]
+        for key, label in (("base_cfg1", "base, CFG 1"), ("base_chosen_cfg", f"base, its chosen CFG ({chosen})"),
+                           ("cca_cfg1", "CCA, CFG 1 (guidance-free)")):
+            lines.append(f"| {label} | " + " | ".join(cell(entry[f'{m}_{key}'], d, p) for m, _, d, p in shown) + " |")
+        fid_cca, fid_chosen = np.mean(entry["fid_cca_cfg1"] or [np.nan]), np.mean(entry["fid_base_chosen_cfg"] or [np.nan])
+        lines += ["", f"Guidance-free FID of the CCA model / the base's at its chosen CFG: {fid_cca / fid_chosen:.3f} "
+                  "(target: <= 1.1). Fine-tune: "
+                  f"{entry['finetune_steps']} steps = {entry['finetune_steps'] / entry['base_steps']:.0%} of the base's "
+                  f"{entry['base_steps']} (target: <= 10%), {entry['finetune_cpu_seconds'] / 60:.1f} CPU-minutes each.", "",
+                  "Validation split, 2,000 samples, run 0: the lam sweep (CFG 1) beside the base's CFG grid:", "",
+                  "| point | FID | precision | recall | class acc. |", "| --- | --- | --- | --- | --- |"]
+        for lam, p in entry["sweep"].items():
+            lines.append(f"| CCA lam {lam} | {p['fid']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} | "
+                         f"{100 * p['class_accuracy']:.1f}% |")
+        for cfg, p in sorted(entry["base_validation"].items(), key=lambda kv: float(kv[0])):
+            lines.append(f"| base CFG {cfg} | {p['fid']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} | "
+                         f"{100 * p['class_accuracy']:.1f}% |")
+        lines.append("")
+    if "speed" in data.get("units", {}):
+        s = data["units"]["speed"]
+        lines += [f"Sampling speed (reAR run 0, batch {s['batch']}, {s['cpu']}, {s['threads']} thread, the best of three "
+                  f"interleaved): guided at CFG {s['guided_cfg']:g} {s['images_per_s_guided']:.1f} images/s, the CCA "
+                  f"model guidance-free {s['images_per_s_guidance_free']:.1f} images/s: "
+                  f"**{s['images_per_s_ratio']:.2f}x** (target: >= 1.8x).", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report", action="store_true", help="compute nothing: write table.md from results.json")
     args = parser.parse_args()
+    if args.report:
+        import json
+
+        folder = Path(CCAStudyConfig().results)
+        (folder / "table.md").write_text(render(json.loads((folder / "results.json").read_text())))
+        print(f"wrote {folder / 'table.md'}")
+        return
     torch.set_num_threads(args.threads)
     print(f"cpu: {cpu_flags()}, {args.threads} thread(s)")
     print(f"results: {Evidence(CCAStudyConfig(threads=args.threads)).run()}")
