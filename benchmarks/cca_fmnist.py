@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -124,7 +125,7 @@ class Evidence:
                 "batch": self.config.speed_batch, "cpu": cpu_flags(), "threads": torch.get_num_threads()}
 
     # ------------------------------------------------------------ the plan and the summary
-    def units(self) -> list[tuple[str, callable]]:
+    def units(self) -> list[tuple[str, Callable[[], dict]]]:
         c, plan = self.config, []
         for arm in ARMS:
             plan += [(f"{arm}/lam_{lam:g}", lambda arm=arm, lam=lam: self.sweep_point(arm, lam)) for lam in c.lams]
