@@ -8,8 +8,8 @@ import torch
 
 from conftest import random_generator
 from rear.config import CCAConfig
-from rear.train.cca import accumulate_cca, cca_loss, contrast_labels
-from rear.train.trainer import train
+from rear.train.cca import cca_loss, cca_losses, contrast_labels
+from rear.train.trainer import accumulate_gradients, train
 import test_train
 from test_train import tiny_run, weights
 
@@ -54,8 +54,9 @@ def test_gradients_reach_the_trained_copy_only():
     before = {k: v.clone() for k, v in reference.state_dict().items()}
     tokens, labels = torch.randint(0, 32, (4, 16)), torch.tensor([0, 1, 2, 3])
     kept, negatives, uncond = contrast_labels(labels, 5, 0.0, torch.Generator().manual_seed(0))
-    sums = accumulate_cca(model, reference, tokens, kept, negatives, uncond, torch.randn(32, 8), 2,
-                          CCAConfig(beta=0.5, lam=2.0), 1.0, contextlib.nullcontext)
+    losses = cca_losses(model, reference, tokens, kept, negatives, uncond, torch.randn(32, 8), CCAConfig(beta=0.5, lam=2.0),
+                        1.0)
+    sums = accumulate_gradients(model, 4, 2, contextlib.nullcontext, losses, torch.device("cpu"))
     assert torch.isfinite(sums).all()
     assert all(p.grad is None for p in reference.parameters())
     assert all(torch.equal(before[k], v) for k, v in reference.state_dict().items())

@@ -11,7 +11,7 @@ Shapes: B images, N tokens, K codes.
 """
 from __future__ import annotations
 
-import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,28 +43,21 @@ def cca_loss(r_pos: torch.Tensor, r_neg: torch.Tensor, uncond: torch.Tensor, con
     return (positive + negative) / max(lam, 1.0)
 
 
-def accumulate_cca(net: torch.nn.Module, reference: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor,
-                   negatives: torch.Tensor, uncond: torch.Tensor, codebook: torch.Tensor, accum: int, config: CCAConfig,
-                   align_weight: float, autocast) -> torch.Tensor:
-    """Backward of the CCA loss (plus `align_weight` times the alignment loss, where the generator has
-    heads) over `accum` micro-batches of this rank's images, syncing DDP gradients on the last one;
-    returns the mean [cca, align, total]. Gradients reach `net` only: the reference runs without them."""
-    micro = len(tokens) // accum
-    sums = torch.zeros(3, device=tokens.device)
-    for m in range(accum):
-        part = slice(m * micro, (m + 1) * micro)
+def cca_losses(net: torch.nn.Module, reference: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor,
+               negatives: torch.Tensor, uncond: torch.Tensor, codebook: torch.Tensor, config: CCAConfig,
+               align_weight: float) -> Callable[[slice], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(the CCA loss, the alignment loss, CCA + `align_weight` x alignment) of the rows `part` of a batch,
+    for rear.train.trainer.accumulate_gradients. Gradients reach `net` only: the reference runs without."""
+
+    def losses(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = tokens[part].repeat(2, 1)  # [2b, N]: each image under its label, then under the wrong one
         c = torch.cat([labels[part], negatives[part]])  # [2b]
         vectors = F.embedding(x, codebook)
-        sync = m == accum - 1 or not isinstance(net, torch.nn.parallel.DistributedDataParallel)
-        with contextlib.nullcontext() if sync else net.no_sync():
-            with autocast():
-                with torch.no_grad():
-                    ref = reference(x, c, vectors, checked=True, sequence_logp=True)["logp"]  # [2b]
-                out = net(x, c, vectors, checked=True, sequence_logp=True)
-                r_pos, r_neg = (out["logp"] - ref).float().chunk(2)  # [b] each
-                loss = cca_loss(r_pos, r_neg, uncond[part], config)
-                total = loss + align_weight * out["align"]
-            (total / accum).backward()
-        sums += torch.stack([loss, out["align"], total]).detach().float() / accum
-    return sums
+        with torch.no_grad():
+            ref = reference(x, c, vectors, checked=True, sequence_logp=True)["logp"]  # [2b]
+        out = net(x, c, vectors, checked=True, sequence_logp=True)
+        r_pos, r_neg = (out["logp"] - ref).float().chunk(2)  # [b] each
+        loss = cca_loss(r_pos, r_neg, uncond[part], config)
+        return loss, out["align"], loss + align_weight * out["align"]
+
+    return losses

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -25,8 +25,8 @@ from tqdm import tqdm
 from rear import precision
 from rear.config import TrainConfig
 from rear.data.store import TokenStore
-from rear.distributed import World, launched_rank, setup, teardown
 from rear.checkpoint import load_generator
+from rear.distributed import World, launched_rank, setup, teardown
 from rear.generator import Generator, build_generator
 from rear.images import save_grid
 from rear.lock import locked
@@ -34,7 +34,7 @@ from rear.optim import learning_rate, make_optimizer
 from rear.progress import bar as progress_bar
 from rear.tokenizer.load import load_tokenizer, read_codebook
 from rear.train.batches import global_batch, regularize
-from rear.train.cca import accumulate_cca, contrast_labels
+from rear.train.cca import cca_losses, contrast_labels
 from rear.train.plots import plot_losses
 from rear.train.state import check_recipe, load_training, save_training
 from rear.weights import load_state, recover_dir, state_fingerprint
@@ -73,23 +73,39 @@ def check_store(store: TokenStore, config: TrainConfig) -> None:
                          f"(label {g.num_classes} is the null class); pretokenize the store again")
 
 
-def accumulate_gradients(net: torch.nn.Module, tokens: torch.Tensor, context: torch.Tensor, corrupted: torch.Tensor,
-                         labels: torch.Tensor, codebook: torch.Tensor, accum: int, autocast) -> torch.Tensor:
-    """Backward over `accum` micro-batches of this rank's rows, syncing DDP gradients only on the last;
-    returns the mean [ce, align, total] losses."""
-    micro = len(tokens) // accum
-    sums = torch.zeros(3, device=tokens.device)
+Losses = Callable[[slice], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def accumulate_gradients(net: torch.nn.Module, rows: int, accum: int, autocast, losses: Losses,
+                         device: torch.device) -> torch.Tensor:
+    """Backward over `accum` micro-batches of this rank's `rows` rows, syncing DDP gradients only on the
+    last; `losses(part)` runs `net` on the rows `part` and gives (the main loss, the alignment loss, the
+    total to backpropagate). Returns their means [3]. Both kinds of run use it: reAR (`rear_losses`) and
+    the CCA fine-tune (rear.train.cca.cca_losses)."""
+    micro = rows // accum
+    sums = torch.zeros(3, device=device)
     for m in range(accum):
         part = slice(m * micro, (m + 1) * micro)
         sync = m == accum - 1 or not isinstance(net, torch.nn.parallel.DistributedDataParallel)
         with contextlib.nullcontext() if sync else net.no_sync():
             with autocast():
-                # the ids were range-checked once, where the store was opened (check_store): no sync here
-                losses = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part],
-                             corrupted[part], checked=True)
-            (losses["total"] / accum).backward()
-        sums += torch.stack([losses["ce"], losses["align"], losses["total"]]).detach().float() / accum
+                main, align, total = losses(part)
+            (total / accum).backward()
+        sums += torch.stack([main, align, total]).detach().float() / accum
     return sums
+
+
+def rear_losses(net: torch.nn.Module, tokens: torch.Tensor, context: torch.Tensor, corrupted: torch.Tensor,
+                labels: torch.Tensor, codebook: torch.Tensor) -> Losses:
+    """(ce, align, total) of the rows `part` of a reAR batch: clean targets read through `context`."""
+
+    def losses(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # the ids were range-checked once, where the store was opened (check_store): no sync here
+        out = net(tokens[part], labels[part], F.embedding(tokens[part], codebook), context[part], corrupted[part],
+                  checked=True)
+        return out["ce"], out["align"], out["total"]
+
+    return losses
 
 
 class StopRequest:
@@ -318,16 +334,16 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                                                                    config.label_dropout, config.generator.codebook_size,
                                                                    model.null_label)
                     tokens, context, corrupted, labels = (t[mine].to(device) for t in (tokens, context, corrupted, labels))
-                    sums = accumulate_gradients(net, tokens, context, corrupted, labels, codebook, accum, autocast)  # [3]
+                    losses = rear_losses(net, tokens, context, corrupted, labels, codebook)
                 else:
                     drawn = torch.Generator().manual_seed(config.seed * 100_003 + step + 11)
                     labels, negatives, uncond = contrast_labels(labels, config.generator.num_classes,
                                                                 config.cca.uncond_fraction, drawn)
                     tokens, labels, negatives, uncond = (t[mine].to(device) for t in (tokens, labels, negatives, uncond))
                     ratio = 0.0
-                    sums = accumulate_cca(net, reference, tokens, labels, negatives, uncond, codebook, accum, config.cca,
-                                          config.generator.align.weight if config.generator.align.enabled else 0.0,
-                                          autocast)  # [3]: cca, align, total
+                    losses = cca_losses(net, reference, tokens, labels, negatives, uncond, codebook, config.cca,
+                                        config.generator.align.weight if config.generator.align.enabled else 0.0)
+                sums = accumulate_gradients(net, per_rank, accum, autocast, losses, device)  # [3]: ce or cca, align, total
             except KeyboardInterrupt:
                 if world.size > 1 or step == start:
                     raise KeyboardInterrupt(f"interrupted at step {step}: {last_good()}") from None
