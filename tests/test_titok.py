@@ -132,11 +132,11 @@ def test_release_config_json_gives_b64(tmp_path, facts):
     assert config_from_json(tmp_path / "config.json") == TiTokConfig()
 
 
-
 def is_titok(path):
     """What rear.tokenizer.load's dispatch asks of a file: does it hold a legacy TiTok's tensor names?"""
     weights = weights_file(path)
     return weights.is_file() and set(SIGNATURE) <= tensor_names(weights)
+
 
 def test_load_titok_reads_folder_safetensors_file_and_bin(tmp_path, tiny, hf_folder, golden):
     fingerprint = tiny[0].fingerprint()

@@ -11,6 +11,7 @@ from rear import threads
 from rear.cli import data, evaluate, sample, study, train
 from rear.errors import one_line
 
+
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the usage is one `--help` away) and exit 2."""
 

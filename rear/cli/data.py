@@ -24,6 +24,7 @@ def cmd_pretokenize(args: argparse.Namespace) -> None:
                       flip=not args.no_flip, strict=args.strict, **sizes)
     print(f"token store: {out}")
 
+
 def cmd_preview(args: argparse.Namespace) -> None:
     import numpy as np
 

@@ -15,6 +15,7 @@ def _refuse_existing(path: str, overwrite: bool) -> None:
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
 
+
 def cmd_eval_classifier(args: argparse.Namespace) -> None:
     from rear.evaluation.classifier import train_classifier_on
 
@@ -25,10 +26,12 @@ def cmd_eval_classifier(args: argparse.Namespace) -> None:
     print(f"classifier: {args.out}  {metrics['train_images']} training images, accuracy {metrics['test_accuracy']:.2%} "
           f"on the {metrics['test_images']} of {s['test']} ({s['channels']} channel(s), {len(s['class_names'])} classes)")
 
+
 def _extractor(args: argparse.Namespace):
     from rear.evaluation.evaluate import open_extractor
 
     return open_extractor(args.classifier, None if args.classifier else args.inception or None)
+
 
 def cmd_eval_stats(args: argparse.Namespace) -> None:
     from rear.evaluation.evaluate import save_reference
@@ -40,6 +43,7 @@ def cmd_eval_stats(args: argparse.Namespace) -> None:
     images = reference_images(args.source, extractor.image_size or 32, args.data_dir)
     path = save_reference(args.out, extractor.embed(images), images.shape[1], extractor.fingerprint)
     print(f"reference statistics of {len(images)} images: {path}")
+
 
 def cmd_eval_score(args: argparse.Namespace) -> None:
     import json

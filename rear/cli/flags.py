@@ -6,6 +6,7 @@ import argparse
 TOKENIZER_HELP = ("a folder from `rear tokenizer train`, maskgit-vqgan-imagenet-f16-256.bin, a TiTok (its Hugging Face "
                   "folder or .bin) or AliTok.pth")
 
+
 def count(text: str) -> int:
     """An argparse type: a whole number of at least 1 (images, items, a batch)."""
     try:
@@ -17,6 +18,7 @@ def count(text: str) -> int:
     return value
 
 SAMPLING_FLAGS = ("cfg_scale", "cfg_power", "temperature", "top_k", "top_p")
+
 
 def sample_config(args: argparse.Namespace, checkpoint: str, command: str, announce: bool = True):
     """The checkpoint's sampling settings (generation_config.json), else the defaults, with the flags
@@ -43,6 +45,7 @@ def sample_config(args: argparse.Namespace, checkpoint: str, command: str, annou
         print(f"rear {command}: sampling with {settings} ({origin} settings{flags})")
     return sample
 
+
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     from rear.config import SampleConfig
 
@@ -54,11 +57,13 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=count, help="(" + default % d.top_k + ")")
     parser.add_argument("--top-p", type=float, help="(" + default % d.top_p + ")")
 
+
 def add_threads_flag(parser: argparse.ArgumentParser, configured: bool = False) -> None:
     """--threads; `configured`: the command's config has its own `threads`, which the flag overrides."""
     parser.add_argument("--threads", type=count, help="CPU threads for torch (default: " + (
         "the config's threads if set, else " if configured else "") + "the cores the load average leaves free)")
     parser.set_defaults(threads_in_config=configured)
+
 
 def add_speed_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -67,6 +72,7 @@ def add_speed_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="weights and KV cache in bfloat16, where the device computes it natively "
                         "(a GPU, an AVX-512-BF16 or AMX CPU); the samples differ slightly from float32")
+
 
 def add_extractor_flags(parser: argparse.ArgumentParser) -> None:
     extractor = parser.add_mutually_exclusive_group(required=True)

@@ -8,12 +8,19 @@ import torch
 
 from rear.cli.flags import (TOKENIZER_HELP, add_sampling_flags, add_speed_flags, add_threads_flag, count,
                              sample_config)
-def _sampling_model(args: argparse.Namespace, device: torch.device, announce: bool):
-    """The checkpoint's generator on `device`, in bfloat16 if --bf16, and whether to compile its step."""
+
+
+def _sampling_inputs(args: argparse.Namespace, world):
+    """What `sample` and `reproduce` sample with, on this rank: the settings (the checkpoint's with the
+    flags on top, checked before anything is loaded), the checkpoint's generator on the rank's device
+    (bfloat16 with --bf16), whether to compile its step, and the tokenizer."""
     from rear import precision
     from rear.checkpoint import load_generator
     from rear.generator.sampling import compile_pays
+    from rear.tokenizer.load import load_tokenizer
 
+    sample = sample_config(args, args.checkpoint, args.command, announce=world.main)
+    device, announce = world.device, world.main
     if args.bf16 and not precision.native_bf16(device):
         raise ValueError(f"--bf16: {device} has no native bfloat16 (it would be emulated, several times slower "
                          "than float32); drop the flag")
@@ -25,18 +32,16 @@ def _sampling_model(args: argparse.Namespace, device: torch.device, announce: bo
         origin = "--compile" if args.compile else "--no-compile" if args.compile is False else f"the default on {device.type}"
         print(f"rear {args.command}: {'compiled' if compiled else 'eager'} one-token step ({origin}), "
               f"{'bfloat16' if args.bf16 else 'float32'} weights on {device}")
-    return model, compiled
+    return sample, model, compiled, load_tokenizer(args.tokenizer, device)
+
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from rear.evaluation.samples import write_samples
-    from rear.tokenizer.load import load_tokenizer
     from rear.distributed import setup, teardown
+    from rear.evaluation.samples import write_samples
 
     world = setup()
     try:
-        sample = sample_config(args, args.checkpoint, "sample", announce=world.main)  # checked before loading
-        model, compiled = _sampling_model(args, world.device, world.main)
-        tokenizer = load_tokenizer(args.tokenizer, world.device)
+        sample, model, compiled, tokenizer = _sampling_inputs(args, world)
         path = write_samples(model, tokenizer, args.out, args.num_samples, sample,
                              batch_size=args.batch_size, seed=args.seed, world=world,
                              provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
@@ -46,18 +51,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if world.main:
         print(f"samples: {path}")
 
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     import json
 
     from rear.distributed import setup, teardown
     from rear.evaluation.reproduce import RESULT, reproduce
-    from rear.tokenizer.load import load_tokenizer
 
     world = setup()
     try:
-        sample = sample_config(args, args.checkpoint, "reproduce", announce=world.main)  # checked before loading
-        model, compiled = _sampling_model(args, world.device, world.main)
-        tokenizer = load_tokenizer(args.tokenizer, world.device)
+        sample, model, compiled, tokenizer = _sampling_inputs(args, world)
         record = reproduce(model, tokenizer, args.out, args.reference, sample, num_samples=args.num_samples,
                            batch_size=args.batch_size, seed=args.seed, inception=args.inception, world=world,
                            provenance={"checkpoint": str(args.checkpoint), "tokenizer": str(args.tokenizer)},
@@ -68,6 +71,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         keys = ("fid", "sfid", "inception_score", "precision", "recall", "images_per_s")
         print(json.dumps({k: record[k] for k in keys}, indent=2))
         print(f"record: {Path(args.out) / RESULT}")
+
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from rear.serve import ServeConfig, load_studio, serve

@@ -18,6 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"config {path} not found; run from the repository root or pass its path")
     run_demo(args.tokenizer_config, args.config, Path(args.root), args.data_dir)
 
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from rear.config import TokenizerTrainConfig, chosen_keys, merge
     from rear.data.sources import split_parts
@@ -44,6 +45,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
         record_metrics(config.out, {"ceiling": ceiling})
         report_ceiling(ceiling, "rear tokenizer train")
 
+
 def cmd_info(args: argparse.Namespace) -> None:
     from rear.config import PRESETS, generator_preset
     from rear.generator import build_generator
@@ -56,6 +58,7 @@ def cmd_info(args: argparse.Namespace) -> None:
               f"{model.num_parameters():,} parameters (+{model.num_parameters(True) - model.num_parameters():,} "
               f"in alignment heads) at {config.codebook_size} codes, {config.num_classes} classes, "
               f"{config.num_tokens} tokens")
+
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from rear.checkpoint import save_generator
@@ -75,6 +78,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     save_generator(model, out, sample=sample)
     settings = f"CFG {sample.cfg_scale:g} / power {sample.cfg_power:g}" if sample else "no known sampling settings"
     print(f"saved {model.num_parameters():,}-parameter {model.config.backbone.value} generator to {out} ({settings})")
+
 
 def cmd_train(args: argparse.Namespace) -> None:
     from rear.config import TrainConfig, merge

@@ -15,7 +15,6 @@ from rear.generator import Generator, build_generator
 from rear.weights import load_state, read_state_dict, strip_prefixes
 
 
-
 def config_from_official(config_yaml: str | Path, state: dict[str, torch.Tensor]) -> GeneratorConfig:
     """GeneratorConfig from an official YAML (configs/rear_*.yaml) and the checkpoint's tables."""
     raw = OmegaConf.load(config_yaml)

@@ -252,5 +252,3 @@ def small_set_warnings(num_reference: int, num_samples: int, dim: int, k: int = 
 def write_metrics(metrics: dict, path: str | Path) -> Path:
     Path(path).write_text(json.dumps(metrics, indent=2))
     return Path(path)
-
-

@@ -74,7 +74,6 @@ QUICK = [
 TEST_REF, VAL_REF = "test.npz", "validation.npz"
 
 
-
 class Study:
     """Shared inputs, loaded on first use, and the units that use them."""
 

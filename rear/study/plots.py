@@ -9,6 +9,7 @@ import numpy as np
 from rear.study.summary import COLORS, NAMES
 from rear.study.tables import any_matched
 
+
 def _axes():
     import matplotlib
 
