@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rear.evaluation.classifier import Classifier, load_classifier
-from rear.metrics import frechet_distance, inception_score, kernel_inception_distance, precision_recall, statistics
+from rear.data.sources import open_source, parse_source, read_all
 from rear.errors import first_line
+from rear.evaluation.classifier import Classifier, load_classifier
+from rear.images import to_uint8
+from rear.metrics import frechet_distance, inception_score, kernel_inception_distance, precision_recall, statistics
 from rear.tokenizer.base import VQTokenizer
 from rear.weights import state_fingerprint
 
@@ -156,9 +158,6 @@ def load_reference(path: str | Path, embed: Callable[[np.ndarray], dict[str, np.
 def reference_images(spec: str, size: int, data_dir: str | None = None) -> np.ndarray:
     """uint8 [n, S, S, 3] images of a source (fashion-mnist:test, FOLDER:heldout, ...) at size S, or as
     they are of a plain folder of images or an .npz."""
-    from rear.data.sources import open_source, parse_source, read_all
-    from rear.images import to_uint8
-
     root, part = (spec, None) if spec.endswith(".npz") else parse_source(spec)
     if root == "fashion-mnist" or part:
         return to_uint8(read_all(open_source(spec, 3, data_dir), size)[0])
@@ -178,9 +177,6 @@ def reference_for(spec: str, extractor: Extractor, image_size: int, data_dir: st
                              f"{image_size} px")
         return reference, None
     if tokenizer is not None:
-        from rear.data.sources import open_source, read_all
-        from rear.images import to_uint8
-
         read = read_all(open_source(spec, tokenizer.channels, data_dir), tokenizer.image_size)
         return reference_statistics(extractor.embed(to_uint8(read[0].expand(-1, 3, -1, -1)))), read
     size = extractor.image_size or image_size

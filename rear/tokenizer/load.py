@@ -53,8 +53,7 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQTo
 def _load(path: Path, device: str | torch.device) -> VQTokenizer:
     from rear.compat.alitok import ALITOK_KEY, load_alitok
     from rear.compat.titok import SIGNATURE as TITOK_KEYS, load_titok
-    from rear.weights import tensor_names
-    from rear.weights import WEIGHTS
+    from rear.weights import WEIGHTS, tensor_names
 
     weights = path / WEIGHTS if path.is_dir() else path
     if path.is_dir() and not weights.is_file():

@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from rear import precision
 from rear.config import TokenizerTrainConfig, to_dict
 from rear.data.fashion_mnist import load_fashion_mnist, to_tensor
+from rear.data.folder import infer_channels
 from rear.data.sources import open_source, parse_source, read_all
-from rear.optim import learning_rate, make_optimizer
-from rear.lock import locked
-from rear.progress import bar as progress_bar
 from rear.hub import CardInfo
+from rear.lock import locked
+from rear.optim import learning_rate, make_optimizer
+from rear.progress import bar as progress_bar
 from rear.tokenizer.conv_vq import ConvVQTokenizer
 from rear.tokenizer.load import METRICS
 from rear.weights import replace_dir, replace_file
@@ -37,8 +38,6 @@ def fashion_mnist_images(data_dir: str | None = None, size: int = 32) -> tuple[t
 def read_channels(config: TokenizerTrainConfig, spec: str, chosen: set[str]) -> str | None:
     """Set config.model.channels from an image folder's images unless the config or an override chose it
     (`chosen`: rear.config.chosen_keys); returns the line saying what was read, None for Fashion-MNIST."""
-    from rear.data.folder import infer_channels
-
     root, _ = parse_source(spec)
     if root == "fashion-mnist" or "model.channels" in chosen:
         return None
