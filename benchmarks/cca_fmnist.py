@@ -33,6 +33,7 @@ from rear.checkpoint import load_generator  # noqa: E402
 from rear.config import StudyConfig, TrainConfig, merge  # noqa: E402
 from rear.study.ledger import Ledger  # noqa: E402
 from rear.study.pipeline import TEST_REF, VAL_REF, Study  # noqa: E402
+from rear.study.tables import spread, worse  # noqa: E402
 from rear.train.trainer import CHECKPOINT, train  # noqa: E402
 
 ARMS = ("ar", "rear")
@@ -180,16 +181,9 @@ class Evidence:
         return self.ledger.path
 
 
-def cell(values: list, digits: int = 2, percent: bool = False) -> str:
-    """mean +- sd (min-max) of the values present, as the study's tables print them."""
-    values = [v * (100 if percent else 1) for v in values if v is not None]
-    if not values:
-        return "-"
-    unit = "%" if percent else ""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}{unit}"
-    return (f"{np.mean(values):.{digits}f} +- {np.std(values, ddof=1):.{digits}f}{unit} "
-            f"({min(values):.{digits}f}-{max(values):.{digits}f})")
+def cell(values: list, digits: int, percent: bool) -> str:
+    """The study's cell (rear.study.tables.spread) of the values present (the bases' older records lack KID)."""
+    return spread([v for v in values if v is not None], percent, digits)
 
 
 def render(data: dict) -> str:
@@ -202,19 +196,17 @@ def render(data: dict) -> str:
     lines = ["# CCA fine-tunes of the Fashion-MNIST RAR study's runs (`python benchmarks/cca_fmnist.py --report`)", "",
              f"Status: {'complete' if data.get('complete') else '**unfinished** (the finished units only)'}; "
              f"{data.get('cpu_hours', 0):.2f} CPU-hours. Test split, 10,000 samples per run and setting; cells "
-             "mean +- sd over seeds (min-max). The bases' rows are the study's own records (results/fashion_mnist). "
+             "mean ± sd over seeds (min-max). The bases' rows are the study's own records (results/fashion_mnist). "
              "Columns: the metrics on which CCA guidance-free is worse than the base at its chosen CFG first.", ""]
     for arm, entry in data["arms"].items():
         chosen = ", ".join(f"{g:g}" for g in sorted(set(entry["base_chosen_cfg"])))
 
-        def worse(metric: str) -> bool:  # CCA guidance-free against the base at its chosen CFG
+        def against(metric: str) -> bool:  # CCA guidance-free worse than the base at its chosen CFG
             a = [v for v in entry[f"{metric}_cca_cfg1"] if v is not None]
             b = [v for v in entry[f"{metric}_base_chosen_cfg"] if v is not None]
-            if not a or not b:
-                return False
-            return np.mean(a) > np.mean(b) if metric in ("fid", "sfid", "kid") else np.mean(a) < np.mean(b)
+            return bool(a and b) and worse(metric, np.mean(a) - np.mean(b))
 
-        shown = sorted(shown, key=lambda s: not worse(s[0]))  # the metrics that go against CCA first
+        shown = sorted(shown, key=lambda s: not against(s[0]))  # the metrics that go against CCA first
         lines += [f"## {names[arm]}: lam = {entry['lam']:g} (chosen on validation), {len(entry['seeds'])} runs", "",
                   "| setting | " + " | ".join(title for _, title, _, _ in shown) + " |",
                   "| --- " * (len(shown) + 1) + "|"]
