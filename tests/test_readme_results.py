@@ -34,3 +34,20 @@ def test_every_study_config_has_a_block_and_a_summary_row(docs):
         results = Path(merge(StudyConfig, str(path)).results)
         assert results in folders, f"no document has a block for {results} ({path.name})"
         assert results in summarized, f"README.md's summary table has no row for {results} ({path.name})"
+
+
+def test_the_cca_blocks_in_docs_are_what_their_results_render(monkeypatch):
+    """docs/cca.md's tables are generated from results/fashion_mnist_cca*/results.json (issue 24)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("cca_fmnist", ROOT / "benchmarks" / "cca_fmnist.py")
+    cca = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, cca)  # its dataclasses look their module up there
+    spec.loader.exec_module(cca)
+    held = cca.document_blocks(cca.DOC.read_text())
+    rendered = cca.rendered_blocks()
+    assert "table" in held, "docs/cca.md lost its generated table block"
+    assert set(held) == set(rendered), f"docs/cca.md holds blocks {sorted(held)}, the results render {sorted(rendered)}"
+    for name, block in held.items():
+        assert block == rendered[name], f"docs/cca.md's {name} block differs: run `python benchmarks/cca_fmnist.py --report`"
