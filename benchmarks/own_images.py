@@ -1,11 +1,12 @@
 """Run the README's own-images block verbatim on a folder, time every line, and check its result with an
 independent classifier: the measurement behind the README's own-images figures (issue 22).
 
-    python benchmarks/own_images.py FOLDER --out runs/own_check/NAME [--log benchmarks/logs/own_NAME.json]
+    python benchmarks/own_images.py FOLDER --out runs/own_check/NAME [--log benchmarks/logs/own_NAME.json] [--resume]
 
 FOLDER is linked as `my_images` inside --out and the block runs there (writing --out/runs/own). After it, a
 second classifier (other widths and seed) is trained on the real training images and judges the samples:
-the project's classifier and this one should agree on the samples' class accuracy.
+the project's classifier and this one should agree on the samples' class accuracy. Each command's time is
+appended to --out/timings.jsonl when it finishes; --resume continues a stopped run after the last one.
 """
 from __future__ import annotations
 
@@ -55,17 +56,25 @@ def run() -> None:
     parser.add_argument("folder")
     parser.add_argument("--out", required=True, help="a new folder: the block runs inside it")
     parser.add_argument("--log", help="write the summary JSON here too")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last timed command")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    out.mkdir(parents=True)
-    (out / "my_images").symlink_to(Path(args.folder).resolve())
-    (out / "configs").symlink_to(ROOT / "configs")
+    if not args.resume:
+        out.mkdir(parents=True)
+        (out / "my_images").symlink_to(Path(args.folder).resolve())
+        (out / "configs").symlink_to(ROOT / "configs")
     os.chdir(out)
-    timings = []
-    for command in own_images_block():
+    log = out / "timings.jsonl"
+    timings = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
+    block = own_images_block()
+    if [t["command"] for t in timings] != block[:len(timings)]:
+        raise SystemExit(f"{log} does not time the README block's first commands: start a new --out")
+    for command in block[len(timings):]:
         began = time.perf_counter()
         rear(rear_argv(command))
         timings.append({"command": command, "seconds": round(time.perf_counter() - began, 1)})
+        with log.open("a") as f:
+            f.write(json.dumps(timings[-1]) + "\n")
         print(f"### {timings[-1]['seconds']:.0f} s  {command}", flush=True)
     score = json.loads((out / "runs/own/score.json").read_text())
     tokenizer = json.loads((out / "runs/own/tokenizer/config.json").read_text())
