@@ -29,6 +29,10 @@ def setup() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = launched_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local} has no GPU of its own: this node has {torch.cuda.device_count()}; "
+                             f"launch torchrun with --nproc_per_node {torch.cuda.device_count()} or fewer (one process "
+                             "per GPU: NCCL refuses two ranks on one device)")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     else:

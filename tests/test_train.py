@@ -219,6 +219,88 @@ def test_the_step_reads_no_id_back_from_the_device(workspace, tmp_path, monkeypa
     assert seen and not any(seen)
 
 
+def test_between_log_and_checkpoint_steps_nothing_is_read_back_from_the_device(workspace, tmp_path, monkeypatch):
+    """A step reads no tensor value on the host (each read is a device sync on a GPU): the NaN guard skips the
+    optimizer step on the device (fused AdamW's found_inf) and the host reads a step's agreement (finite,
+    stop) from a non-blocking copy one step later. Values are read only at the boundaries: log, checkpoint,
+    sample grid, the last step."""
+    import rear.train.trainer as trainer
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    steps, reads, delayed = {"n": 0}, [], []  # n: the step in progress (0: setting up)
+    real_rate, real_read, real_tolist = trainer.learning_rate, trainer.Pending.finite_and_stop, torch.Tensor.tolist
+
+    def rate(*args, **kwargs):  # the first thing of every step
+        steps["n"] += 1
+        return real_rate(*args, **kwargs)
+
+    def read(self):
+        delayed.append((steps["n"], self.done))
+        return real_read(self)
+
+    def tolist(tensor):
+        if not any(frame.name == "finite_and_stop" for frame in __import__("traceback").extract_stack()):
+            reads.append((steps["n"], "tolist"))
+        return real_tolist(tensor)
+
+    class Reads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:  # .item(), bool(), float() of a tensor
+                reads.append((steps["n"], "item"))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(trainer, "learning_rate", rate)
+    monkeypatch.setattr(trainer.Pending, "finite_and_stop", read)
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    with Reads():
+        train(tiny_run(workspace, tmp_path / "a", "steps=6", "log_every=3", "checkpoint_every=1000"), progress=False)
+    assert {n for n, _ in reads} <= {0, 3, 6}, f"values read back during steps {sorted({n for n, _ in reads})}"
+    # each step's agreement is read once: steps 1, 2, 4, 5 in the step after them, 3 and 6 at their boundary
+    assert delayed == [(2, 1), (3, 2), (3, 3), (5, 4), (6, 5), (6, 6)]
+
+
+def test_a_skipped_step_is_skipped_on_the_device_and_counted_a_step_later(workspace, tmp_path, monkeypatch):
+    """NaN gradients in steps 2 and 4, no boundary between: the weights equal a run whose optimizer never
+    saw those steps, the checkpoint counts 2 skipped, and with a limit of 1 the run stops naming step 4."""
+    import rear.train.trainer as trainer
+
+    real = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def nan_on_steps_2_and_4(parameters, *args, **kwargs):
+        calls["n"] += 1
+        norm = real(parameters, *args, **kwargs)
+        return norm * float("nan") if calls["n"] in (2, 4) else norm
+
+    monkeypatch.setattr(trainer.torch.nn.utils, "clip_grad_norm_", nan_on_steps_2_and_4)
+    quiet = ["steps=6", "log_every=1000", "checkpoint_every=1000", "skip_nonfinite=2"]
+    checkpoint = train(tiny_run(workspace, tmp_path / "a", *quiet), progress=False)
+    assert torch.load(checkpoint / "train_state.pt", weights_only=True)["skipped"] == 2
+    assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
+    calls["n"] = 0
+    with pytest.raises(FloatingPointError, match="step 4.*skip_nonfinite"):
+        train(tiny_run(workspace, tmp_path / "b", *quiet[:-1], "skip_nonfinite=1"), progress=False)
+    assert not (tmp_path / "b" / "checkpoint").exists()
+
+
+def test_a_compiled_training_step_trains_as_eager(workspace, tmp_path):
+    """compile=true (torch.compile of the forward and backward) reaches the eager run's weights (dropout off:
+    a compiled graph draws its own masks; the noisy context is drawn outside the model), and its checkpoint
+    is an ordinary one (no compiler prefix in the names) that resumes eagerly."""
+    overrides = ["generator.dropout=0", "generator.attn_dropout=0", "steps=3"]
+    eager = weights(train(tiny_run(workspace, tmp_path / "eager", *overrides), progress=False))
+    config = tiny_run(workspace, tmp_path / "compiled", *overrides, "compile=true")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    train(config, progress=False, until=2)
+    assert counters["stats"]["unique_graphs"] >= 1, "compile=true ran nothing through the compiler"
+    compiled = weights(train(tiny_run(workspace, tmp_path / "compiled", *overrides), resume=True, progress=False))
+    assert compiled.keys() == eager.keys()
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], atol=1e-5, rtol=1e-4)
+
+
 def test_existing_run_is_not_overwritten(workspace, tmp_path):
     train(tiny_run(workspace, tmp_path / "a", "steps=1"), progress=False)
     with pytest.raises(FileExistsError, match="pass --resume"):
@@ -382,11 +464,25 @@ def test_two_process_ddp_matches_one_process(workspace, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
 
 
+def test_more_ranks_than_gpus_is_refused_by_name(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU node: a one-line error naming the count to launch, not
+    CUDA's 'invalid device ordinal' from the second rank."""
+    from rear import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="--nproc_per_node 1 or fewer"):
+        distributed.setup()
+
+
 @pytest.mark.slow
-def test_ctrl_c_on_one_rank_saves_the_step_all_ranks_agree_on(workspace, tmp_path):
+@pytest.mark.parametrize("log_every", [1, 1000])  # 1000: the agreement on a stop is read a step later
+def test_ctrl_c_on_one_rank_saves_the_step_all_ranks_agree_on(workspace, tmp_path, log_every):
     """torchrun, 2 gloo ranks: SIGINT reaches rank 1 alone during step 2; both ranks finish it, save it and
     stop; the resumed run ends where one uninterrupted process ends."""
-    overrides = ["generator.dropout=0", "generator.attn_dropout=0", "steps=3"]
+    overrides = ["generator.dropout=0", "generator.attn_dropout=0", "steps=3", f"log_every={log_every}"]
     single = weights(train(tiny_run(workspace, tmp_path / "one", *overrides), progress=False))
     from omegaconf import OmegaConf
 

@@ -101,6 +101,9 @@ class TrainConfig:
     bf16: bool = True  # autocast matmuls to bfloat16 where native (rear.precision), else float32
     ema_decay: float = 0.0  # 0 disables the EMA copy
     activation_checkpointing: bool = False
+    # torch.compile the training forward and backward (same losses; benchmarks/bench_train.py --compile
+    # measures whether it pays on a device)
+    compile: bool = False
     seed: int = 42
     threads: int = 0  # CPU threads per rank; 0 keeps torch's default
     log_every: int = 50

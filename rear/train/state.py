@@ -24,9 +24,9 @@ from rear.generator import Generator
 
 EMA, STATE, RUN_CONFIG, INPUTS = "ema.safetensors", "train_state.pt", "train_config.yaml", "inputs.json"
 # what a resumed run may change: none of these alters a step taken or to come (cadence, threads, the
-# sampling settings of grids and of generation_config.json, recomputation in the backward)
+# sampling settings of grids and of generation_config.json, recomputation in the backward, the compiler)
 RESUMABLE = ("out_dir", "threads", "log_every", "sample_every", "samples_per_class", "sample_classes",
-             "checkpoint_every", "skip_nonfinite", "activation_checkpointing", "sample")
+             "checkpoint_every", "skip_nonfinite", "activation_checkpointing", "compile", "sample")
 
 
 def check_recipe(folder: Path, config: TrainConfig, inputs: Optional[dict[str, str]] = None) -> None:

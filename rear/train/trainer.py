@@ -112,7 +112,7 @@ class StopRequest:
     """SIGINT (Ctrl-C) or SIGTERM while training: the step in progress finishes, the loop saves it and stops
     (`requested` says which signal). A second signal acts at once, as the default would. Under torchrun
     every rank catches it (a Ctrl-C reaches them all; the launcher forwards SIGTERM) and the ranks agree on
-    the step through the per-step collective (`agree`)."""
+    the step through the per-step collective (`agreement`, read a step later: `Pending`)."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
@@ -131,10 +131,12 @@ class StopRequest:
         self.previous.clear()
 
 
-def ema_update(ema: Generator, model: Generator, decay: float) -> None:
+def ema_update(ema: Generator, model: Generator, decay: float, taken: torch.Tensor) -> None:
+    """Move the EMA toward the model by 1 - decay where the step was `taken` (a device 0-d 1.0 or 0.0: a
+    skipped step leaves the EMA as it was, without reading the flag back)."""
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1 - decay)
+            e.lerp_(p, (1 - decay) * taken.to(e.dtype))
 
 
 def gather_rng(world: World) -> list[torch.Tensor]:
@@ -188,14 +190,41 @@ def all_finite(world: World, *values: torch.Tensor) -> bool:
     return agree(world, False, *values)[0]
 
 
-def agree(world: World, stop: bool, *values: torch.Tensor) -> tuple[bool, bool]:
-    """(every value finite on every rank, a stop requested on any rank): one collective for both."""
+def agreement(world: World, stop: bool, *values: torch.Tensor) -> torch.Tensor:
+    """[2] on the device: (every value finite on every rank, no stop requested on any rank), one collective
+    for both and no host read (the step uses the first on the device; the host reads them later: Pending)."""
     finite = torch.stack([torch.isfinite(v).all() for v in values]).all()
-    flags = torch.stack([finite, torch.tensor(not stop, device=finite.device)]).float()  # [2]
+    go_on = finite.new_zeros(()) if stop else finite.new_ones(())  # filled on the device: no transfer
+    flags = torch.stack([finite, go_on]).float()  # [2]
     if world.size > 1:
         dist.all_reduce(flags, op=dist.ReduceOp.MIN)
-    finite_all, go_on = flags.tolist()
+    return flags
+
+
+def agree(world: World, stop: bool, *values: torch.Tensor) -> tuple[bool, bool]:
+    """(every value finite on every rank, a stop requested on any rank), read now."""
+    finite_all, go_on = agreement(world, stop, *values).tolist()
     return bool(finite_all), not go_on
+
+
+class Pending:
+    """A finished step's agreement on its way to the host: copied without blocking (and an event recorded
+    on a GPU), read by `finite_and_stop` a step later, once the device has the next step's work queued:
+    no step waits for the device to drain."""
+
+    def __init__(self, done: int, flags: torch.Tensor, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.done, self.loss, self.grad_norm = done, loss, grad_norm
+        self.host = flags.to("cpu", non_blocking=True)
+        self.event = None
+        if flags.device.type == "cuda":
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def finite_and_stop(self) -> tuple[bool, bool]:
+        if self.event is not None:
+            self.event.synchronize()  # this copy only, not the work queued after it
+        finite_all, go_on = self.host.tolist()
+        return bool(finite_all), not go_on
 
 
 def previous_run(out: Path) -> list[str]:
@@ -288,7 +317,8 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
 
         blocks = set(model.blocks)
         apply_activation_checkpointing(model, check_fn=lambda module: module in blocks)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
+    net = torch.compile(model) if config.compile else model  # shares model's parameters: saves stay unprefixed
+    net = torch.nn.parallel.DistributedDataParallel(net) if world.size > 1 else net
     autocast = lambda: precision.autocast(device, config.bf16)  # noqa: E731
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -316,7 +346,29 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             return "no checkpoint was written yet"
         return f"the last good checkpoint {checkpoint} (step {saved}) is untouched"
 
+    def settle(finished: Pending) -> bool:
+        """Read a finished step's agreement: count it if it was skipped (stop past the limit); return whether
+        the ranks agreed to stop after it."""
+        nonlocal skipped
+        finite, stopping = finished.finite_and_stop()
+        if not finite:
+            skipped += 1
+            problem = (f"step {finished.done}: the loss ({finished.loss.item():g}) or gradient norm "
+                       f"({finished.grad_norm.item():g}) is not finite")
+            if skipped > config.skip_nonfinite:
+                raise FloatingPointError(f"{problem}; stopped without saving: {last_good()}. Lower "
+                                         f"optim.learning_rate, or set skip_nonfinite=N to skip up to N such steps")
+            tqdm.write(f"{problem}: step skipped ({skipped} of at most {config.skip_nonfinite})")
+        return stopping
+
+    def halt(done: int) -> None:
+        if saved != done:
+            save(done)
+        raise KeyboardInterrupt(f"{stop.requested or 'stopped by another rank'}: saved step {done} to "
+                                f"{checkpoint}; continue with --resume")
+
     stop = StopRequest()
+    pending: Pending | None = None  # the last step's agreement, not read yet
     try:
         bar = progress_bar(total=until, initial=start, enabled=progress and world.main, unit="step", desc="train")
         model.train()
@@ -347,27 +399,35 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             except KeyboardInterrupt:
                 if world.size > 1 or step == start:
                     raise KeyboardInterrupt(f"interrupted at step {step}: {last_good()}") from None
+                if pending is not None:
+                    settle(pending)  # the skip count of the step before, as the checkpoint records it
                 torch.set_rng_state(rng)  # as it was when step `step` began: the resume is exact
                 optimizer.zero_grad(set_to_none=True)
                 save(step)
                 raise KeyboardInterrupt(f"interrupted: saved step {step} to {checkpoint}; continue with --resume") from None
+            if pending is not None:  # read with this step's work queued: the device never waits for the host
+                stopped, pending = settle(pending), None
+                if stopped:  # the ranks agreed to stop after the last step (a Ctrl-C on one of them): keep it
+                    torch.set_rng_state(rng)  # this step never happened: the resume is exact
+                    optimizer.zero_grad(set_to_none=True)
+                    halt(step)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
             done = step + 1
-            finite, stopping = agree(world, stop.requested is not None, sums[2], grad_norm)
-            if finite:
-                optimizer.step()
-                if ema is not None:
-                    ema_update(ema, model, config.ema_decay)
-            else:
-                skipped += 1
-                problem = f"step {done}: the loss ({sums[2].item():g}) or gradient norm ({grad_norm.item():g}) is not finite"
-                if skipped > config.skip_nonfinite:
-                    raise FloatingPointError(f"{problem}; stopped without saving: {last_good()}. Lower "
-                                             f"optim.learning_rate, or set skip_nonfinite=N to skip up to N such steps")
-                tqdm.write(f"{problem}: step skipped ({skipped} of at most {config.skip_nonfinite})")
+            flags = agreement(world, stop.requested is not None, sums[2], grad_norm)  # [2] on the device
+            optimizer.found_inf = 1 - flags[0]  # fused AdamW leaves weights and moments as they were when 1
+            optimizer.step()
+            if ema is not None:
+                ema_update(ema, model, config.ema_decay, flags[0])
             optimizer.zero_grad(set_to_none=True)
+            pending = Pending(done, flags, sums[2], grad_norm)
 
-            if done % config.log_every == 0 or done == config.steps:
+            logged = done % config.log_every == 0 or done == config.steps
+            due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
+            stopping = False
+            if (logged or due or done % config.checkpoint_every == 0 or done == until
+                    or (world.size == 1 and stop.requested is not None)):  # a boundary: read the agreement now
+                stopping, pending = settle(pending), None
+            if logged:
                 if world.size > 1:
                     dist.all_reduce(sums)
                     sums /= world.size
@@ -382,7 +442,6 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
             bar.update(1)
             if done % config.checkpoint_every == 0 and done != until:
                 save(done)
-            due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
             if world.main and config.samples_per_class and due:
                 if tokenizer is None:
                     with torch.random.fork_rng(devices=[]):  # building it draws init weights: keep the run's RNG
@@ -390,10 +449,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                 sample_grid(ema or model, tokenizer, config, out / SAMPLES / f"step_{done:07d}.png")
             stopping = stopping or (world.size == 1 and stop.requested is not None)  # one process: no need to agree
             if stopping and done != until:  # Ctrl-C or SIGTERM (on any rank) during this step: it is complete, keep it
-                if saved != done:
-                    save(done)
-                raise KeyboardInterrupt(f"{stop.requested or 'stopped by another rank'}: saved step {done} to "
-                                        f"{checkpoint}; continue with --resume")
+                halt(done)
         bar.close()
         if start < until:
             save(until)
