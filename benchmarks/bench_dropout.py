@@ -27,12 +27,15 @@ def main() -> None:
     add_train_args(parser)
     parser.add_argument("--rounds", type=int, default=12, help="training steps per variant, interleaved")
     args = parser.parse_args()
+    if len(args.batch) != 1:
+        parser.error("bench_dropout.py times one batch size; give --batch once")
+    B = args.batch[0]
     variants = {"ATen F.dropout": F.dropout, "rear dropout": ours.dropout}
     cpu = torch.device("cpu")
     print(f"cpu ({cpu_flags()}, {torch.get_num_threads()} threads) "
           f"{'bf16 autocast' if precision.native_bf16(cpu) else 'float32'} training steps, p = 0.1")
 
-    x = torch.randn(args.batch * (args.tokens + 2), 1024, requires_grad=True)
+    x = torch.randn(B * (args.tokens + 2), 1024, requires_grad=True)
     grad = torch.randn_like(x)
     for name, fn in variants.items():
         t = seconds(lambda: fn(x, 0.1, True).backward(grad), cpu, 20)
@@ -40,7 +43,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = random_weights(build_generator(train_config(args))).train()
-    step = training_step(model, training_batch(args, cpu), 0.5, bf16=True)
+    step = training_step(model, training_batch(args, cpu, B), 0.5, bf16=True)
     step()
     times = {name: [] for name in variants}
     for _ in range(args.rounds):

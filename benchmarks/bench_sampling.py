@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from rear.config import generator_preset
+from rear.config import Backbone, generator_preset
 from rear.generator import Generator, build_generator
 from rear.config import SampleConfig
 from rear.generator.sampling import compile_pays, generate_recompute
@@ -80,10 +80,15 @@ def random_weights(model: Generator) -> Generator:
 def flops_per_image(model: Generator, guided: bool) -> float:
     """Nominal forward FLOPs to sample one image with a KV cache."""
     c = model.config
-    D, hidden = c.width, int(c.width * c.mlp_ratio)
-    per_token = c.depth * 2 * (3 * D * D + D * D + 2 * D * hidden + 6 * D * D)
-    per_token += 2 * (2 * D * D + D * c.codebook_size)
-    fed = c.num_tokens + 1  # cls, class, t_0 .. t_{N-2}
+    D = c.width
+    if c.backbone is Backbone.LLAMA:  # qkv, out, SwiGLU (w1, w3, w2), the output layer; no adaLN
+        hidden = model.blocks[0].mlp.w1.out_features
+        per_token = c.depth * 2 * (3 * D * D + D * D + 3 * D * hidden) + 2 * D * c.codebook_size
+    else:  # + adaLN's 6 D x D per block and the final 2 D x D
+        hidden = int(D * c.mlp_ratio)
+        per_token = c.depth * 2 * (3 * D * D + D * D + 2 * D * hidden + 6 * D * D)
+        per_token += 2 * (2 * D * D + D * c.codebook_size)
+    fed = c.num_tokens + model.prefix_length - 1  # the prefix (RAR: cls, class; Llama: class), t_0 .. t_{N-2}
     attention = sum(c.depth * 4 * (p + 1) * D for p in range(fed))
     return (2 if guided else 1) * (fed * per_token + attention)
 
@@ -91,6 +96,8 @@ def flops_per_image(model: Generator, guided: bool) -> float:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The size, batch, device and dtype of a sampling benchmark (default: the issue's CPU setting)."""
     parser.add_argument("--preset", default="rear-cpu")
+    parser.add_argument("--backbone", choices=[b.value for b in Backbone],
+                        help="replace the preset's backbone (llama: LlamaGen's kind of model at the preset's size)")
     parser.add_argument("--codes", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64)
@@ -104,7 +111,9 @@ def sampling_model(args: argparse.Namespace) -> tuple[Generator, torch.device, t
     batch's labels [B] (classes in turn)."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens)
+    backbone = {"backbone": Backbone(args.backbone)} if args.backbone else {}
+    config = generator_preset(args.preset, codebook_size=args.codes, num_classes=args.classes, num_tokens=args.tokens,
+                              **backbone)
     model = random_weights(build_generator(config)).to(device=device, dtype=getattr(torch, args.dtype)).eval()
     return model, device, torch.arange(args.batch, device=device) % args.classes
 
@@ -124,7 +133,8 @@ def main() -> None:
 
     peak = matmul_peak(device, dtype)
     flops = flops_per_image(model, args.cfg_scale != 1) * args.batch
-    print(f"device {device} ({machine(device)}, {torch.get_num_threads()} threads) {args.dtype}  preset {args.preset}  "
+    print(f"device {device} ({machine(device)}, {torch.get_num_threads()} threads) {args.dtype}  preset {args.preset} "
+          f"({config.backbone.value})  "
           f"width {config.width} depth {config.depth} heads {config.heads}  tokens {args.tokens}  "
           f"codes {args.codes}  batch {args.batch}  cfg {args.cfg_scale}")
     print(f"matmul peak              {peak / 1e9:9.1f} GFLOP/s")

@@ -1,11 +1,13 @@
 """Training-step speed: forward + backward + AdamW with the reAR loss (noisy context + alignment).
 
-CPU (the issue's setting):  python benchmarks/bench_train.py
+CPU (the issue's setting):  python benchmarks/bench_train.py [--compile]
 GPU:                        python benchmarks/bench_train.py --preset rear-b --codes 1024 --classes 1000 \
-                                --tokens 256 --batch 64 --device cuda
+                                --tokens 256 --batch 64 128 256 --device cuda --compile
 
-Prints tokens/s, the achieved FLOP/s as a fraction of the measured matmul peak (training FLOPs taken
-as 3x the forward matmul FLOPs) and peak memory (max RSS on CPU, max allocated on CUDA).
+Prints, per batch size, tokens/s, the achieved FLOP/s as a fraction of the matmul peak measured in the
+same run (training FLOPs taken as 3x the forward matmul FLOPs) and peak memory (max RSS on CPU, max
+allocated on CUDA); with --compile also the step under torch.compile (the trainer's compile=true) and
+its speed over eager. The optimizer is rear's (fused AdamW).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench_sampling import matmul_peak, seconds
+from bench_sampling import machine, matmul_peak, seconds
 from rear import precision
 from rear.config import GeneratorConfig, OptimConfig, generator_preset
 from rear.generator import Generator, build_generator
@@ -44,7 +46,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--code-dim", type=int, default=256)
     parser.add_argument("--projection", type=int, default=2048, help="alignment heads' hidden width (the paper's 2048)")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, nargs="+", default=[32], help="one or more batch sizes")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
 
@@ -54,25 +56,27 @@ def train_config(args: argparse.Namespace) -> GeneratorConfig:
                             align={"code_dim": args.code_dim, "projection_dim": args.projection})
 
 
-def training_batch(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_batch(args: argparse.Namespace, device: torch.device, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A fixed random batch: tokens [B, N], labels [B] and the tokens' vectors [B, N, Z] in a random codebook."""
     codebook = torch.randn(args.codes, args.code_dim, device=device)
-    tokens = torch.randint(0, args.codes, (args.batch, args.tokens), device=device)
-    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    tokens = torch.randint(0, args.codes, (batch, args.tokens), device=device)
+    labels = torch.randint(0, args.classes, (batch,), device=device)
     return tokens, labels, F.embedding(tokens, codebook)
 
 
 def training_step(model: Generator, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], ratio: float,
-                  bf16: bool) -> Callable[[], None]:
+                  bf16: bool, compiled: bool = False) -> Callable[[], None]:
     """One reAR step of `model` on `batch` per call: a fresh noisy context (bound `ratio`), the losses
-    (under bf16 autocast when `bf16` and native), backward, gradient clipping, AdamW."""
+    (under bf16 autocast when `bf16` and native; through torch.compile when `compiled`, as the trainer's
+    compile=true), backward, gradient clipping, AdamW."""
     tokens, labels, features = batch
     optimizer = make_optimizer(model, OptimConfig())
+    net = torch.compile(model) if compiled else model
 
     def step() -> None:
         context, corrupted = corrupt_context(tokens, ratio, model.config.codebook_size)
         with precision.autocast(tokens.device, bf16):
-            losses = model(tokens, labels, features, context, corrupted)
+            losses = net(tokens, labels, features, context, corrupted, checked=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -86,29 +90,42 @@ def main() -> None:
     add_train_args(parser)
     parser.add_argument("--no-bf16", action="store_true",
                         help="train in float32 (bf16 autocast is used only where native: rear.precision)")
+    parser.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
     config = train_config(args)
-    model = build_generator(config).to(device).train()
-    step = training_step(model, training_batch(args, device), 0.5, not args.no_bf16)
     bf16 = not args.no_bf16 and precision.native_bf16(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(device, dtype)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = seconds(step, device, args.repeats)
-    memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    tokens_per_step = args.batch * (args.tokens + 2)
-    flops = 3 * forward_flops_per_token(model) * tokens_per_step
-    print(f"device {device} {'bf16 autocast' if bf16 else 'float32'}  preset {args.preset}  width {config.width} "
-          f"depth {config.depth} heads {config.heads}  tokens {args.tokens}  codes {args.codes}  batch {args.batch}")
+    print(f"device {device} ({machine(device)}, {torch.get_num_threads()} threads)  "
+          f"{'bf16 autocast' if bf16 else 'float32'}  preset {args.preset}  width {config.width} depth {config.depth} "
+          f"heads {config.heads}  tokens {args.tokens}  codes {args.codes}  batches {args.batch}")
     print(f"matmul peak ({dtype})   {peak / 1e9:9.1f} GFLOP/s")
-    print(f"training step            {t * 1e3:9.1f} ms   {args.batch * args.tokens / t:9.0f} tokens/s   "
-          f"{flops / t / 1e9:7.1f} GFLOP/s ({flops / t / peak:.1%} of peak)")
-    print(f"peak memory              {memory / 2**20:9.0f} MiB")
+    for batch in args.batch:
+        times = {}
+        for compiled in (False, True) if args.compile else (False,):
+            torch.manual_seed(0)
+            model = build_generator(config).to(device).train()
+            step = training_step(model, training_batch(args, device, batch), 0.5, not args.no_bf16, compiled)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                t = times[compiled] = seconds(step, device, args.repeats)
+            except torch.OutOfMemoryError:
+                print(f"batch {batch:5d} {'compiled' if compiled else 'eager':8s} out of memory")
+                break
+            memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                      else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            flops = 3 * forward_flops_per_token(model) * batch * (args.tokens + 2)
+            print(f"batch {batch:5d} {'compiled' if compiled else 'eager':8s} {t * 1e3:9.1f} ms  "
+                  f"{batch * args.tokens / t:9.0f} tokens/s  {flops / t / 1e9:8.1f} GFLOP/s ({flops / t / peak:.1%} of peak)"
+                  f"  peak memory {memory / 2**20:7.0f} MiB", flush=True)
+            del model, step
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if len(times) == 2:
+            print(f"batch {batch:5d} compiled / eager {times[False] / times[True]:.2f}x")
 
 
 if __name__ == "__main__":

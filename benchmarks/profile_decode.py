@@ -8,11 +8,15 @@ eager (int index: the filled prefix, no mask), eager static (tensor index: the w
 mask, the shapes a compiled step sees), torch.compile without CUDA graphs, with them
 (reduce-overhead: rear's compiled step on a GPU), and the eager static step captured as one CUDA
 graph by hand. Prints the compiler's counters (recompiles, CUDA-graph skips) at the end.
+--kernels FILE also profiles one whole `generate` (CFG 4, the device's default: compiled on a GPU) with
+torch.profiler and writes its operator and kernel table, by self device time, to FILE: the sampling ops
+between steps, the casts and the attention kernels, not the decode step alone.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,6 +29,7 @@ def main() -> None:
     add_model_args(parser)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
+    parser.add_argument("--kernels", help="write torch.profiler's table of one whole generate here")
     args = parser.parse_args()
     model, device, labels = sampling_model(args)
     config = model.config
@@ -82,6 +87,29 @@ def main() -> None:
     from torch._dynamo.utils import counters
 
     print({k: dict(v) for k, v in counters.items() if k in ("stats", "inductor", "recompiles", "graph_break")})
+    if args.kernels:
+        write_kernel_table(model, labels, device, args.kernels)
+
+
+def write_kernel_table(model, labels: torch.Tensor, device: torch.device, path: str) -> None:
+    """torch.profiler over one whole generate (after a warm-up one), its table by self time on the device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from rear.generator.sampling import compile_pays
+
+    run = lambda: model.generate(labels, cfg_scale=4.0, cfg_power=2.5, compiled=compile_pays(device))  # noqa: E731
+    run()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=60, max_name_column_width=90)
+    Path(path).write_text(f"one generate: batch {labels.shape[0]}, CFG 4, compiled={compile_pays(device)}, "
+                          f"{model.config.num_tokens} tokens\n{table}\n")
+    print(f"wrote {path}: the top rows by {key}")
+    print("\n".join(table.splitlines()[:14]))
 
 
 if __name__ == "__main__":
