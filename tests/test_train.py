@@ -295,6 +295,7 @@ def test_a_compiled_training_step_trains_as_eager(workspace, tmp_path):
     counters.clear()
     train(config, progress=False, until=2)
     assert counters["stats"]["unique_graphs"] >= 1, "compile=true ran nothing through the compiler"
+    assert not counters["graph_break"], f"the compiled step breaks its graph: {dict(counters['graph_break'])}"
     compiled = weights(train(tiny_run(workspace, tmp_path / "compiled", *overrides), resume=True, progress=False))
     assert compiled.keys() == eager.keys()
     for k in eager:

@@ -212,11 +212,9 @@ class Generator(nn.Module):
             raise ValueError(f"code_vectors must be [B, N, Z={c.align.code_dim}], got {tuple(code_vectors.shape)}")
         encode = decode = None
         if self.encode_align_mlp is not None:  # state at the position holding t_i
-            # corrupted positions carry no encode term: run the head on the clean ones only
-            hidden = self.holding_states(captured[c.align.encode_layer], N)  # [B, N, D]
-            clean = ~corrupted
-            encode = hidden.new_zeros(*tokens.shape, c.align.code_dim)  # [B, N, Z]
-            encode = encode.index_put((clean,), self.encode_align_mlp(hidden[clean]).to(encode.dtype))
+            # every position (alignment_loss zeroes the corrupted ones' terms): selecting the clean ones first
+            # would make the shape data-dependent, a device sync on a GPU and a graph break when compiled
+            encode = self.encode_align_mlp(self.holding_states(captured[c.align.encode_layer], N))  # [B, N, Z]
         if self.decode_align_mlp is not None:  # state at the position predicting t_i
             decode = self.decode_align_mlp(self.predicting_states(captured[c.align.decode_layer], N))
         align = alignment_loss(encode, decode, code_vectors, corrupted)

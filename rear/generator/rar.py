@@ -170,7 +170,10 @@ class RARGenerator(Generator):
         """context [B, n], labels [B] -> inputs x [B, n+2, D], conditions [U, n+2, D] of the U
         distinct labels, and rows [B] naming each sample's condition (see `trunk`)."""
         B, n = context.shape
-        distinct, rows = torch.unique(labels, return_inverse=True)  # [U], [B]
+        if torch.compiler.is_compiling():  # unique's data-dependent size would break the graph (and sync a GPU)
+            distinct, rows = labels, torch.arange(B, device=labels.device)  # one condition row per sample
+        else:
+            distinct, rows = torch.unique(labels, return_inverse=True)  # [U], [B]
         label = self.label_embedding(distinct)  # [U, D]
         x = torch.cat(
             [self.cls_token.expand(B, -1, -1), label[rows, None], self.embeddings(context)], dim=1
