@@ -34,9 +34,9 @@ step() { local limit=$1; shift; echo "\$ $*"; (cd benchmarks && timeout "$limit"
         step 200 compare_train.py --official "$PEERS/reAR" $SIZE --batch ${BATCHES%% *} --repeats 10 --compile
         # 4. like for like: ours (RAR, then the Llama backbone) beside LlamaGen at the same size, each compiled
         step 200 compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen" $SIZE --batch $BATCH \
-            --dtype $DTYPE --repeats 2 --compile
+            --dtype $DTYPE --repeats 2 --modes eager compiled
         step 200 compare_samplers.py --llamagen "$PEERS/LlamaGen" $SIZE --backbone llama --batch $BATCH \
-            --dtype $DTYPE --repeats 2 --compile
+            --dtype $DTYPE --repeats 2 --modes eager compiled
     fi
     # 3. NCCL: the 2-rank == 1-rank test with one rank per GPU (NCCL refuses two ranks on one device)
     if [ "$DEVICE" = cuda ] && [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
