@@ -1,5 +1,6 @@
 """The KV-cache sampler: cache == recompute, CFG schedule, filtering, determinism."""
 import math
+import unittest.mock as mock
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from rear.generator.sampling import (
     decode_one,
     filter_logits,
     generate_recompute,
+    sample_tokens,
 )
 
 
@@ -99,8 +101,31 @@ def test_cfg_scale_1_is_conditional_sampling(model):
     expected = torch.zeros_like(tokens)
     for i in range(16):
         logits = model.logits(expected, labels)[:, i]  # row i sees only tokens < i
-        expected[:, i] = torch.multinomial(logits.softmax(-1), 1, generator=rng)[:, 0]
+        expected[:, i] = sample_tokens(logits, rng=rng)
     assert torch.equal(tokens, expected)
+
+
+def test_draws_follow_the_probabilities_and_never_a_filtered_token():
+    """The inverse-CDF draw: frequencies within 4 sigma of the softmax over 200,000 draws; tokens outside the
+    top-k (probability exactly 0) never drawn, not even at u = 0 or just below the total."""
+    logits = torch.tensor([[2.0, 0.0, -1.0, 1.0, -30.0]]).repeat(200_000, 1)
+    drawn = sample_tokens(logits, rng=torch.Generator().manual_seed(0))
+    p = logits[0].softmax(-1)
+    counts = torch.bincount(drawn, minlength=5).double()
+    assert ((counts - p * 200_000).abs() <= 4 * (200_000 * p * (1 - p)).sqrt() + 1).all(), (counts, p * 200_000)
+    top2 = sample_tokens(logits, top_k=2, rng=torch.Generator().manual_seed(1))
+    assert set(top2.unique().tolist()) == {0, 3}
+    for u in (0.0, 1.0 - 2 ** -24):  # the ends of torch.rand's range
+        with mock.patch.object(torch, "rand", lambda shape, **kw: torch.full(shape, u)):
+            assert sample_tokens(torch.tensor([[-math.inf, 0.0, 0.0, -math.inf]])).item() in (1, 2)
+
+
+def test_non_finite_logits_are_refused_not_sampled(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        model.generate(torch.tensor([0, 1]), cfg_scale=1.0)
 
 
 def test_cfg_changes_samples(model):

@@ -45,9 +45,15 @@ def sample_tokens(
     top_p: float | None = None,
     rng: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw one token per row from logits [B, K] -> [B]."""
-    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=rng)[:, 0]
+    """Draw one token per row from logits [B, K] -> [B], by the inverse CDF: one uniform per row (torch.multinomial
+    draws K exponentials per row, 26x slower on a CPU at [250, 512]: 2.83 against 0.11 ms, one thread). A row
+    whose logits are not finite draws K, out of range: `generate` refuses it once, at the end."""
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)  # [B, K]
+    cdf = probs.cumsum(-1)  # [B, K]
+    total = cdf[:, -1:]  # [B, 1]: 1 up to rounding
+    u = torch.rand(total.shape, generator=rng, device=total.device) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # below the total: a zero tail never drawn
+    return torch.searchsorted(cdf, u, right=True)[:, 0]  # the first token whose CDF exceeds u
 
 
 def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
@@ -115,7 +121,15 @@ def generate(
                 index = torch.tensor([step], device=labels.device) if compiled else step
                 logits = decode(model, state, fed, index)
     model.train(was_training)
+    check_drawn(tokens, model.config.codebook_size)
     return tokens
+
+
+def check_drawn(tokens: torch.Tensor, codes: int) -> None:
+    """One read per call, after the loop: every drawn token is a code (sample_tokens draws K from non-finite logits)."""
+    if int(tokens.max()) >= codes:
+        raise FloatingPointError("the model's logits were not finite (NaN or inf) at some step, so no token could be "
+                                 "drawn there: check the checkpoint's weights, or sample in float32 instead of bf16")
 
 
 def generate_recompute(
@@ -142,4 +156,5 @@ def generate_recompute(
             sampled = sample_tokens(logits, temperature, top_k, top_p, rng)
             tokens = torch.cat([tokens, sampled[:, None]], dim=1)
     model.train(was_training)
+    check_drawn(tokens, model.config.codebook_size)
     return tokens
