@@ -13,7 +13,8 @@ step() { echo "\$ $*"; $PY "$@" 2>&1 | grep -v -i "warn\|self.gen = func"; echo;
     grep -o -w 'avx2\|avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo | sort | uniq -c
     step benchmarks/bench_sampling.py --compile
     step benchmarks/compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen"
-    step benchmarks/compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen" --compile
+    step benchmarks/compare_samplers.py --official "$PEERS/reAR" --llamagen "$PEERS/LlamaGen" --modes compiled
+    step benchmarks/compare_samplers.py --llamagen "$PEERS/LlamaGen" --backbone llama --modes eager compiled
     step benchmarks/compare_train.py --official "$PEERS/reAR"
     step benchmarks/bench_dropout.py
     step benchmarks/decode_overhead.py

@@ -3,9 +3,10 @@
     python benchmarks/profile_decode.py --device cuda --preset rear-b --codes 1024 --classes 1000 \
         --tokens 256 --batch 128 --dtype bfloat16
 
-Times `--steps` consecutive steps on one decoding state, after the prefix and a warm-up, for:
+Times `--steps` consecutive steps on one decoding state, after the prefix and a whole warm-up pass, for:
 eager (int index: the filled prefix, no mask), eager static (tensor index: the whole cache under a
-mask, the shapes a compiled step sees), torch.compile without CUDA graphs, with them
+mask, the shapes a compiled step sees), torch.compile without CUDA graphs (attending the whole cache, and
+the fixed spans rear's sampler uses: rear.generator.cache.span_for), with them
 (reduce-overhead: rear's compiled step on a GPU), and the eager static step captured as one CUDA
 graph by hand. Prints the compiler's counters (recompiles, CUDA-graph skips) at the end.
 --kernels FILE also profiles one whole `generate` (CFG 4, the device's default: compiled on a GPU) with
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bench_sampling import add_model_args, sampling_model, sync
+from rear.generator.cache import span_for
 from rear.generator.sampling import decode_one
 
 
@@ -39,27 +41,30 @@ def main() -> None:
 
     def timed(name: str, static: bool, step) -> None:
         with torch.no_grad():
-            state = model.setup_caches(rows, static=static)
-            model.prefill(state)
-            step(state, 0)  # warm-up (compiles, records)
-            step(state, 1)
-            sync(device)
-            start = time.perf_counter()
-            for i in range(2, steps):
-                step(state, i)
-            sync(device)
-        print(f"{name:<36} {(time.perf_counter() - start) / (steps - 2) * 1e3:8.2f} ms/step", flush=True)
+            for timing in (False, True):  # a whole warm-up pass first: it compiles (and records) every span
+                state = model.setup_caches(rows, static=static)
+                model.prefill(state)
+                sync(device)
+                start = time.perf_counter()
+                for i in range(steps):
+                    step(state, i)
+                sync(device)
+        print(f"{name:<36} {(time.perf_counter() - start) / steps * 1e3:8.2f} ms/step", flush=True)
 
     index = lambda i: torch.tensor([i], device=device)  # noqa: E731
     variants = {
         "eager": (False, lambda s, i: decode_one(model, s, tokens, i)),
         "eager-static": (True, lambda s, i: decode_one(model, s, tokens, index(i))),
     }
-    inductor = torch.compile(decode_one, fullgraph=True)
+    inductor = torch.compile(decode_one, fullgraph=True, dynamic=False)
     variants["compiled"] = (True, lambda s, i: inductor(model, s, tokens, index(i)))
+    P = model.prefix_length  # t_i sits at position i + P; the sampler's compiled step attends the span covering it
+    variants["compiled-spans"] = (True, lambda s, i: inductor(model, s, tokens, index(i), span_for(i + P, s.cache.length)))
     if device.type == "cuda":
-        graphs = torch.compile(decode_one, mode="reduce-overhead", fullgraph=True)
+        graphs = torch.compile(decode_one, mode="reduce-overhead", fullgraph=True, dynamic=False)
         variants["compiled-cudagraphs"] = (True, lambda s, i: graphs(model, s, tokens, index(i)))
+        variants["compiled-cudagraphs-spans"] = (True, lambda s, i: graphs(model, s, tokens, index(i),
+                                                                           span_for(i + P, s.cache.length)))
         captured = {}
 
         def by_hand(s, i):  # one CUDA graph of the eager static step, inputs in fixed buffers

@@ -7,6 +7,7 @@ import torch
 
 from conftest import random_generator
 from rear.config import SampleConfig
+from rear.generator.cache import span_for
 from rear.generator.sampling import (
     cfg_schedule,
     decode_one,
@@ -16,12 +17,14 @@ from rear.generator.sampling import (
 )
 
 
-@pytest.mark.parametrize("static,table", [(False, True), (False, False), (True, False)],
-                         ids=["eager", "eager-without-table", "static"])
-def test_cached_logits_equal_full_recompute_at_every_step(model, static, table, monkeypatch):
+@pytest.mark.parametrize("static,table,spans", [(False, True, False), (False, False, False), (True, False, False),
+                                                (True, False, True)],
+                         ids=["eager", "eager-without-table", "static", "static-spans"])
+def test_cached_logits_equal_full_recompute_at_every_step(model, static, table, spans, monkeypatch):
     """Eager steps (int index: the filled prefix, no mask; the RAR backbone's adaLN outputs from a
     precomputed table, or step by step where the table would be too large) and static ones (tensor
-    index: the whole cache under a mask, one adaLN row per sample) all give the teacher-forced logits."""
+    index: the whole cache under a mask, or the fixed span that covers the position, as the compiled
+    sampler runs; one adaLN row per sample) all give the teacher-forced logits."""
     from rear.generator import rar
 
     monkeypatch.setattr(rar, "MODULATION_TABLE_BYTES", rar.MODULATION_TABLE_BYTES if table else 0)
@@ -33,7 +36,11 @@ def test_cached_logits_equal_full_recompute_at_every_step(model, static, table, 
     with torch.no_grad():
         steps = [model.prefill(state)]
         for i in range(15):
-            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i]) if static else i))
+            span = span_for(i + model.prefix_length, state.cache.length) if spans else None
+            steps.append(decode_one(model, state, tokens[:, i], torch.tensor([i]) if static else i, span))
+            if spans:  # four fixed lengths, the last the whole cache, each covering the new position
+                assert state.cache.span in {-(-state.cache.length // 4) * k for k in (1, 2, 3)} | {state.cache.length}
+                assert state.cache.span > i + model.prefix_length and state.cache.mask.shape == (1, state.cache.span)
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
 
 

@@ -64,9 +64,11 @@ class Generator(nn.Module):
         """Run the prefix positions; return the logits of t_0 [R, K]."""
         raise NotImplementedError
 
-    def decode_step(self, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+    def decode_step(self, state: Any, tokens: torch.Tensor, index: int | torch.Tensor,
+                    span: int | None = None) -> torch.Tensor:
         """Feed t_index = tokens [R]; return the logits of t_{index+1} [R, K]. An int index reads only
-        the filled cache (eager); a tensor [1] keeps every shape fixed (a compiled step)."""
+        the filled cache (eager); a tensor [1] keeps every shape fixed (a compiled step), attending the
+        first `span` cache positions (rear.generator.cache.span_for; None: the whole cache)."""
         raise NotImplementedError
 
     def step_positions(self, index: int | torch.Tensor) -> slice | torch.Tensor:

@@ -193,9 +193,11 @@ class LlamaGenerator(Generator):
         )
         return DecodeState(cache, self.class_ids(labels))
 
-    def forward_step(self, state: DecodeState, ids: torch.Tensor, positions: slice | torch.Tensor) -> torch.Tensor:
-        """Embedding rows ids [R, T] at sequence `positions` (start:stop or [T]) -> logits of the last position [R, K]."""
-        state.cache.at(positions)
+    def forward_step(self, state: DecodeState, ids: torch.Tensor, positions: slice | torch.Tensor,
+                     span: int | None = None) -> torch.Tensor:
+        """Embedding rows ids [R, T] at sequence `positions` (start:stop or [T], attending `span` cache
+        positions) -> logits of the last position [R, K]."""
+        state.cache.at(positions, span)
         x, _ = self.trunk(self.embeddings(ids), self.rope[positions], state.cache)  # [R, T, D]
         return self.head(x[:, -1])  # [R, K]
 
@@ -203,6 +205,7 @@ class LlamaGenerator(Generator):
         """Run the class token (position 0); return the logits of t_0 [R, K]."""
         return self.forward_step(state, state.class_ids[:, None], slice(0, 1))
 
-    def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+    def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor,
+                    span: int | None = None) -> torch.Tensor:
         """Feed t_index = tokens [R] (at sequence position index + 1); return the logits of t_{index+1}."""
-        return self.forward_step(state, tokens[:, None], self.step_positions(index))
+        return self.forward_step(state, tokens[:, None], self.step_positions(index), span)

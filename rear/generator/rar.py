@@ -258,9 +258,11 @@ class RARGenerator(Generator):
             state.modulation = self.modulation_table(condition)  # [T, U, L*6D + 2D]: a step reads one block
         return state
 
-    def forward_step(self, state: DecodeState, x: torch.Tensor, positions: slice | torch.Tensor) -> torch.Tensor:
-        """Inputs x [R, T, D] at sequence `positions` (start:stop or [T]) -> logits of the last position [R, K]."""
-        state.cache.at(positions)
+    def forward_step(self, state: DecodeState, x: torch.Tensor, positions: slice | torch.Tensor,
+                     span: int | None = None) -> torch.Tensor:
+        """Inputs x [R, T, D] at sequence `positions` (start:stop or [T], attending `span` cache positions)
+        -> logits of the last position [R, K]."""
+        state.cache.at(positions, span)
         x = x + state.positions[positions]  # [R, T, D]
         condition = state.label_embedding[:, None] + self.timesteps_embeddings[0, positions]  # [U, T, D]
         blocks = final = None  # without a table, trunk and head compute the modulations from `condition`
@@ -280,6 +282,7 @@ class RARGenerator(Generator):
         x = torch.stack([self.cls_token[0, 0].expand(R, -1), label], dim=1)  # [R, 2, D]
         return self.forward_step(state, x, slice(0, 2))
 
-    def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
+    def decode_step(self, state: DecodeState, tokens: torch.Tensor, index: int | torch.Tensor,
+                    span: int | None = None) -> torch.Tensor:
         """Feed t_index = tokens [R] (at sequence position index + 2); return the logits of t_{index+1}."""
-        return self.forward_step(state, self.embeddings(tokens)[:, None], self.step_positions(index))
+        return self.forward_step(state, self.embeddings(tokens)[:, None], self.step_positions(index), span)

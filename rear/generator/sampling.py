@@ -14,6 +14,7 @@ import torch
 
 from rear.config import SampleConfig
 from rear.generator.base import Generator
+from rear.generator.cache import span_for
 
 
 def cfg_schedule(step: int, num_steps: int, cfg_scale: float, cfg_power: float) -> float:
@@ -56,18 +57,20 @@ def sample_tokens(
     return torch.searchsorted(cdf, u, right=True)[:, 0]  # the first token whose CDF exceeds u
 
 
-def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: int | torch.Tensor) -> torch.Tensor:
-    """Feed t_index = tokens [R] (index: an int, or a tensor [1] when compiled); return the logits of
-    the next token [R, K]."""
-    return model.decode_step(state, tokens, index)
+def decode_one(model: Generator, state: Any, tokens: torch.Tensor, index: int | torch.Tensor,
+               span: int | None = None) -> torch.Tensor:
+    """Feed t_index = tokens [R] (index: an int, or a tensor [1] with the attended `span` when compiled);
+    return the logits of the next token [R, K]."""
+    return model.decode_step(state, tokens, index, span)
 
 
 @functools.cache
 def compiled_decode_one(device_type: str) -> Callable:
-    """`decode_one` under torch.compile, whole-graph; on a GPU with CUDA graphs (gpt-fast's
-    reduce-overhead), which replay one step's kernels in one launch."""
+    """`decode_one` under torch.compile, whole-graph, one graph per span (static: an int is never made
+    symbolic); on a GPU with CUDA graphs (gpt-fast's reduce-overhead), which replay one step's kernels in
+    one launch."""
     mode = "reduce-overhead" if device_type == "cuda" else "default"
-    return torch.compile(decode_one, mode=mode, fullgraph=True)
+    return torch.compile(decode_one, mode=mode, fullgraph=True, dynamic=False)
 
 
 def compile_pays(device: torch.device | str) -> bool:
@@ -118,8 +121,11 @@ def generate(
                 on_token(step + 1, tokens[:, : step + 1])
             if step < N - 1:
                 fed = tokens[:, step].repeat(2) if guided else tokens[:, step]
-                index = torch.tensor([step], device=labels.device) if compiled else step
-                logits = decode(model, state, fed, index)
+                if compiled:  # t_step sits at position step + prefix_length: the span that covers it
+                    index = torch.tensor([step], device=labels.device)
+                    logits = decode(model, state, fed, index, span_for(step + model.prefix_length, state.cache.length))
+                else:
+                    logits = decode(model, state, fed, step)
     model.train(was_training)
     check_drawn(tokens, model.config.codebook_size)
     return tokens
