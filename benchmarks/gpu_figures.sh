@@ -19,7 +19,7 @@ else
     SIZE="--preset rear-b --codes 1024 --classes 1000 --tokens 256 --device cuda"
     DEVICE=cuda BATCH=128 BATCHES="64 128 256" DTYPE=bfloat16 REPEATS=3
 fi
-step() { local limit=$1; shift; echo "\$ $*"; (cd benchmarks && timeout "$limit" $PY "$@" 2>&1 | grep -v -i warn); echo; }
+step() { local limit=$1; shift; echo "\$ $*"; (cd benchmarks && timeout "$limit" $PY "$@" 2>&1 | grep -v -i "warn\|self.gen = func"); echo; }
 {
     if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; fi
     $PY -c "import torch; print('torch', torch.__version__)"
