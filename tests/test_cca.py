@@ -91,7 +91,7 @@ def test_the_fine_tune_starts_from_init_resumes_exactly_and_samples_guidance_fre
     assert model.generation.sample.cfg_scale == 1.0
     rows = []
     step = model.decode_step
-    model.decode_step = lambda state, tokens, index: rows.append(len(tokens)) or step(state, tokens, index)
+    model.decode_step = lambda state, tokens, *rest: rows.append(len(tokens)) or step(state, tokens, *rest)
     images = model.generate(torch.tensor([0, 1, 2]))  # the saved settings: no guidance
     assert images.shape == (3, 4) and rows == [3] * 3  # one row per image, one forward per token after the first
 
