@@ -2,7 +2,7 @@
 the choice of configs/own/generator.yaml (issue 22).
 
     python benchmarks/own_generator.py RUN --out DIR [--store STORE] [--every 250] [--samples 300] \\
-        [--log benchmarks/logs/own_generator_NAME.jsonl] [key=value ...]
+        [--log benchmarks/logs/own_generator_NAME.jsonl] [--threads 1] [key=value ...]
 
 RUN is a finished `runs/own` of the README block (its tokenizer, classifier, store and held-out store are
 used as they are); key=value overrides configs/own/generator.yaml; --store trains on another store of the
@@ -66,17 +66,18 @@ def run() -> None:
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--log")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     run_dir = Path(args.run)
     store = args.store or str(run_dir / "store")
     config = merge(TrainConfig, str(ROOT / "configs/own/generator.yaml"),
-                   [f"store={store}", f"tokenizer={run_dir / 'tokenizer'}", f"out_dir={args.out}", "threads=1",
+                   [f"store={store}", f"tokenizer={run_dir / 'tokenizer'}", f"out_dir={args.out}", f"threads={args.threads}",
                     "samples_per_class=0", *args.overrides])
     tokenizer, classifier = load_tokenizer(run_dir / "tokenizer"), load_classifier(run_dir / "classifier")
     log = open(args.log, "a") if args.log else None
-    head = {"run": str(run_dir), "store": store, "overrides": args.overrides, "cpu": cpu_flags(), "threads": 1}
+    head = {"run": str(run_dir), "store": store, "overrides": args.overrides, "cpu": cpu_flags(), "threads": args.threads}
     print(json.dumps(head))
     if log:
         log.write(json.dumps(head) + "\n")
