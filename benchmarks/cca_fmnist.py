@@ -262,11 +262,12 @@ def render_alignment(kept: dict, off: dict) -> str:
 
     def values(entry: dict, metric: str) -> list[float]:
         return [v for k, v in zip(entry["seeds"], entry[f"{metric}_cca_cfg1"]) if k in seeds]
-    def off_better(metric: str) -> bool:  # goes against keeping the loss (the recipe's choice)
-        pairs = [(x, y) for x, y in zip(values(b, metric), values(a, metric)) if x is not None and y is not None]
-        return bool(pairs) and worse(metric, -float(np.mean([x - y for x, y in pairs])))
 
-    shown = sorted(SHOWN, key=lambda s: not off_better(s[0]))
+    # off - kept, base run by base run, of every metric both sides have
+    deltas = {m: np.array([x - y for x, y in zip(values(b, m), values(a, m)) if x is not None and y is not None])
+              for m, _, _, _ in SHOWN}
+    # the metrics better with the loss off (against the recipe's choice) first
+    shown = sorted(SHOWN, key=lambda s: not (deltas[s[0]].size and worse(s[0], -deltas[s[0]].mean())))
     lines = [f"reAR bases, CCA lam {a['lam']:g} ({b['lam']:g} with the loss off), {len(seeds)} base runs, 10,000 test "
              "samples at CFG 1; cells mean ± sd (min-max) over runs. Columns: those better with the loss off first.", "",
              "| fine-tune | " + " | ".join(t for _, t, _, _ in shown) + " |", "| --- " * (len(shown) + 1) + "|"]
@@ -274,10 +275,9 @@ def render_alignment(kept: dict, off: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cell(values(entry, m), d, p) for m, _, d, p in shown) + " |")
     diffs = []
     for m, title, d, p in shown:
-        pairs = [(x, y) for x, y in zip(values(b, m), values(a, m)) if x is not None and y is not None]
-        if not pairs:
+        if not deltas[m].size:
             continue
-        delta = np.array([x - y for x, y in pairs]) * (100 if p else 1)
+        delta = deltas[m] * (100 if p else 1)
         sd = f" ± {delta.std(ddof=1):.{d}f}" if len(delta) > 1 else ""
         diffs.append(f"{title} {delta.mean():+.{d}f}{sd}{' pt' if p else ''}"
                      f"{' (worse off)' if worse(m, delta.mean()) else ''}")
