@@ -47,8 +47,8 @@ def sample_tokens(
     rng: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Draw one token per row from logits [B, K] -> [B], by the inverse CDF: one uniform per row (torch.multinomial
-    draws K exponentials per row, 26x slower on a CPU at [250, 512]: 2.83 against 0.11 ms, one thread). A row
-    whose logits are not finite draws K, out of range: `generate` refuses it once, at the end."""
+    draws K exponentials per row: 3.71 against 0.38 ms at [250, 512] on one CPU thread, benchmarks/bench_draw.py).
+    A row whose logits are not finite draws K, out of range: `generate` refuses it once, at the end."""
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)  # [B, K]
     cdf = probs.cumsum(-1)  # [B, K]
     total = cdf[:, -1:]  # [B, 1]: 1 up to rounding

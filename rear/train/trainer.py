@@ -186,8 +186,8 @@ def sample_grid(model: Generator, tokenizer, config: TrainConfig, path: Path) ->
 
 
 def all_finite(world: World, *values: torch.Tensor) -> bool:
-    """Whether every value is finite on every rank (one decision for all of them)."""
-    return agree(world, False, *values)[0]
+    """Whether every value is finite on every rank (one decision for all of them), read now."""
+    return bool(agreement(world, False, *values)[0])
 
 
 def agreement(world: World, stop: bool, *values: torch.Tensor) -> torch.Tensor:
@@ -199,12 +199,6 @@ def agreement(world: World, stop: bool, *values: torch.Tensor) -> torch.Tensor:
     if world.size > 1:
         dist.all_reduce(flags, op=dist.ReduceOp.MIN)
     return flags
-
-
-def agree(world: World, stop: bool, *values: torch.Tensor) -> tuple[bool, bool]:
-    """(every value finite on every rank, a stop requested on any rank), read now."""
-    finite_all, go_on = agreement(world, stop, *values).tolist()
-    return bool(finite_all), not go_on
 
 
 class Pending:
@@ -423,8 +417,9 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
 
             logged = done % config.log_every == 0 or done == config.steps
             due = done == config.steps or (config.sample_every and done % config.sample_every == 0)
+            saving = done % config.checkpoint_every == 0 and done != until  # the last step saves after the loop
             stopping = False
-            if (logged or due or done % config.checkpoint_every == 0 or done == until
+            if (logged or due or saving or done == until
                     or (world.size == 1 and stop.requested is not None)):  # a boundary: read the agreement now
                 stopping, pending = settle(pending), None
             if logged:
@@ -440,7 +435,7 @@ def _train(config: TrainConfig, world: World, resume: bool, progress: bool, unti
                 bar.set_postfix(**{main_loss: f"{record[main_loss]:.3f}"}, align=f"{record['align']:.3f}",
                                 lr=f"{lr:.2e}", r=f"{ratio:.2f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
-            if done % config.checkpoint_every == 0 and done != until:
+            if saving:
                 save(done)
             if world.main and config.samples_per_class and due:
                 if tokenizer is None:
