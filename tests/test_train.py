@@ -260,19 +260,9 @@ def test_between_log_and_checkpoint_steps_nothing_is_read_back_from_the_device(w
 
 
 def test_a_skipped_step_is_skipped_on_the_device_and_counted_a_step_later(workspace, tmp_path, monkeypatch):
-    """NaN gradients in steps 2 and 4, no boundary between: the weights equal a run whose optimizer never
-    saw those steps, the checkpoint counts 2 skipped, and with a limit of 1 the run stops naming step 4."""
-    import rear.train.trainer as trainer
-
-    real = torch.nn.utils.clip_grad_norm_
-    calls = {"n": 0}
-
-    def nan_on_steps_2_and_4(parameters, *args, **kwargs):
-        calls["n"] += 1
-        norm = real(parameters, *args, **kwargs)
-        return norm * float("nan") if calls["n"] in (2, 4) else norm
-
-    monkeypatch.setattr(trainer.torch.nn.utils, "clip_grad_norm_", nan_on_steps_2_and_4)
+    """NaN gradients in steps 2 and 4, no boundary between: the weights stay finite, the checkpoint counts 2
+    skipped, and with a limit of 1 the run stops naming step 4."""
+    calls = nan_gradient_norm_in_steps(monkeypatch, 2, 4)
     quiet = ["steps=6", "log_every=1000", "checkpoint_every=1000", "skip_nonfinite=2"]
     checkpoint = train(tiny_run(workspace, tmp_path / "a", *quiet), progress=False)
     assert torch.load(checkpoint / "train_state.pt", weights_only=True)["skipped"] == 2
@@ -344,18 +334,25 @@ def test_a_non_finite_loss_never_overwrites_the_last_good_checkpoint(workspace, 
     assert not (tmp_path / "b" / "checkpoint").exists()
 
 
-def test_non_finite_steps_are_skipped_up_to_the_limit(workspace, tmp_path, monkeypatch):
+def nan_gradient_norm_in_steps(monkeypatch, *steps: int) -> dict:
+    """Make the trainer's gradient norm NaN in the given steps (counted from 1 by its calls; reset
+    calls["n"] to 0 to count again)."""
     import rear.train.trainer as trainer
 
     real = torch.nn.utils.clip_grad_norm_
     calls = {"n": 0}
 
-    def nan_on_steps_2_and_3(parameters, *args, **kwargs):
+    def nan_in_steps(parameters, *args, **kwargs):
         calls["n"] += 1
         norm = real(parameters, *args, **kwargs)
-        return norm * float("nan") if calls["n"] in (2, 3) else norm
+        return norm * float("nan") if calls["n"] in steps else norm
 
-    monkeypatch.setattr(trainer.torch.nn.utils, "clip_grad_norm_", nan_on_steps_2_and_3)
+    monkeypatch.setattr(trainer.torch.nn.utils, "clip_grad_norm_", nan_in_steps)
+    return calls
+
+
+def test_non_finite_steps_are_skipped_up_to_the_limit(workspace, tmp_path, monkeypatch):
+    calls = nan_gradient_norm_in_steps(monkeypatch, 2, 3)
     checkpoint = train(tiny_run(workspace, tmp_path / "a", "skip_nonfinite=2"), progress=False)
     assert torch.load(checkpoint / "train_state.pt", weights_only=True)["skipped"] == 2
     assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
